@@ -1,0 +1,239 @@
+//! Containers: their definition, conflict policy and creation id.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Identifies one creation of a container: a hash of its database, name, partition key path and
+/// epoch (the number of drops of that name the creating region had seen). Regions that create
+/// the same container independently get the same id; re-creating after a drop gets a new one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CreationId(pub u128);
+
+/// The creation id of the system container that holds container definitions.
+pub const SYSTEM_CREATION: CreationId = CreationId(0);
+
+impl CreationId {
+    /// The id of the creation of `database/container` with `pk_path` at `epoch`.
+    pub fn derive(database: &str, container: &str, pk_path: &str, epoch: u64) -> Self {
+        let mut buf = Vec::with_capacity(database.len() + container.len() + pk_path.len() + 40);
+        for part in [
+            database.as_bytes(),
+            container.as_bytes(),
+            pk_path.as_bytes(),
+        ] {
+            buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            buf.extend_from_slice(part);
+        }
+        buf.extend_from_slice(&epoch.to_le_bytes());
+        let h = xxh3_128(&buf);
+        // 0 is the system container's id.
+        CreationId(if h == 0 { 1 } else { h })
+    }
+
+    /// Parses the 32-digit hex form.
+    pub fn parse(s: &str) -> Result<Self> {
+        u128::from_str_radix(s, 16)
+            .map(CreationId)
+            .map_err(|_| Error::invalid(format!("{s:?} is not a creation id")))
+    }
+}
+
+impl fmt::Display for CreationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for CreationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CreationId({self})")
+    }
+}
+
+/// Per-call limits of a custom resolver (ABI.md). They replicate with the definition, so every
+/// region applies the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ResolverLimits {
+    /// Fuel (wasm instructions) per call.
+    pub fuel: u64,
+    /// Linear memory, bytes.
+    pub memory_bytes: u64,
+    /// Wasm stack, bytes.
+    pub stack_bytes: u64,
+    /// Input size, bytes.
+    pub input_bytes: u64,
+    /// Output size, bytes.
+    pub output_bytes: u64,
+}
+
+impl Default for ResolverLimits {
+    fn default() -> Self {
+        ResolverLimits {
+            fuel: 10_000_000,
+            memory_bytes: 64 << 20,
+            stack_bytes: 512 << 10,
+            input_bytes: 16 << 20,
+            output_bytes: 4 << 20,
+        }
+    }
+}
+
+/// How concurrent versions of an item are resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ConflictPolicy {
+    /// The highest number at `path` wins (default `/_ts`: the full HLC); deletes win.
+    Lww {
+        /// JSON pointer to the number compared.
+        #[serde(default = "default_lww_path")]
+        path: String,
+    },
+    /// A WebAssembly resolver installed in the container decides.
+    Custom {
+        /// The resolver's name in the container.
+        resolver: String,
+        /// The content hash pinned when the policy was set (hex), when the module was known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
+        /// Per-call sandbox limits.
+        #[serde(default)]
+        limits: ResolverLimits,
+    },
+    /// Nobody resolves: every conflict goes to the conflicts feed.
+    Manual,
+}
+
+fn default_lww_path() -> String {
+    "/_ts".to_owned()
+}
+
+impl Default for ConflictPolicy {
+    fn default() -> Self {
+        ConflictPolicy::Lww {
+            path: default_lww_path(),
+        }
+    }
+}
+
+impl ConflictPolicy {
+    /// The path of the LWW order used to rank siblings canonically under this policy.
+    pub fn order_path(&self) -> &str {
+        match self {
+            ConflictPolicy::Lww { path } => path,
+            _ => "/_ts",
+        }
+    }
+
+    /// Checks the policy's fields.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ConflictPolicy::Lww { path } if !(path.starts_with('/') && path.len() > 1) => {
+                Err(Error::InvalidDefinition(format!(
+                    "LWW path {path:?} must be a JSON pointer such as \"/_ts\""
+                )))
+            }
+            ConflictPolicy::Custom {
+                resolver, limits, ..
+            } => {
+                crate::model::validate_name("resolver", resolver)
+                    .map_err(|e| Error::InvalidDefinition(e.to_string()))?;
+                if limits.fuel == 0 || limits.memory_bytes < 65_536 || limits.stack_bytes == 0 {
+                    return Err(Error::InvalidDefinition(
+                        "resolver limits must allow some fuel, at least 64 KiB of memory and some stack"
+                            .into(),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A container's replicated definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDef {
+    /// Database name.
+    pub database: String,
+    /// Container name.
+    #[serde(rename = "id")]
+    pub name: String,
+    /// Partition key path, fixed at creation (for example `/customerId`).
+    pub partition_key: String,
+    /// How conflicts are resolved.
+    pub conflict_resolution_policy: ConflictPolicy,
+    /// Which creation of this name the definition belongs to.
+    pub creation_id: CreationId,
+    /// Drops of this name the creating region had seen.
+    pub epoch: u64,
+}
+
+impl ContainerDef {
+    /// Checks names, partition key path and policy.
+    pub fn validate(&self) -> Result<()> {
+        crate::model::validate_name("database", &self.database)?;
+        crate::model::validate_name("container", &self.name)?;
+        validate_pk_path(&self.partition_key)?;
+        self.conflict_resolution_policy.validate()
+    }
+}
+
+/// A partition key path is a JSON pointer to one property, such as `/customerId` or `/a/b`.
+pub(crate) fn validate_pk_path(path: &str) -> Result<()> {
+    let ok = path.starts_with('/')
+        && path.len() > 1
+        && path.len() <= 255
+        && path[1..].split('/').all(|seg| !seg.is_empty())
+        && !path.starts_with("/_");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidDefinition(format!(
+            "partition key path {path:?} must be a JSON pointer like \"/customerId\" to a user property"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn creation_ids_depend_on_every_part() {
+        let a = CreationId::derive("db", "c", "/pk", 0);
+        assert_eq!(a, CreationId::derive("db", "c", "/pk", 0));
+        assert_ne!(a, CreationId::derive("db", "c", "/pk", 1));
+        assert_ne!(a, CreationId::derive("db", "c", "/id", 0));
+        assert_ne!(
+            CreationId::derive("ab", "c", "/p", 0),
+            CreationId::derive("a", "bc", "/p", 0)
+        );
+        assert_eq!(CreationId::parse(&a.to_string()).expect("hex"), a);
+    }
+
+    #[test]
+    fn policies_parse_as_the_http_contract_writes_them() {
+        let p: ConflictPolicy = serde_json::from_value(json!({"mode": "lww"})).expect("lww");
+        assert_eq!(
+            p,
+            ConflictPolicy::Lww {
+                path: "/_ts".into()
+            }
+        );
+        let p: ConflictPolicy =
+            serde_json::from_value(json!({"mode": "custom", "resolver": "cart"})).expect("custom");
+        assert!(
+            matches!(p, ConflictPolicy::Custom { ref limits, .. } if limits.fuel == 10_000_000)
+        );
+        assert!(serde_json::from_value::<ConflictPolicy>(json!({"mode": "other"})).is_err());
+        assert!(ConflictPolicy::Lww { path: "x".into() }.validate().is_err());
+        assert!(validate_pk_path("/customerId").is_ok());
+        assert!(validate_pk_path("customerId").is_err());
+        assert!(validate_pk_path("/_ts").is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! What regions exchange: versions, batches of them, and cursors into a peer's log.
+
+mod batch;
+mod version;
+
+pub use batch::{Batch, Cursor, PROTOCOL_FORMAT};
+pub use version::Version;

@@ -1,0 +1,198 @@
+//! Dispatch on the container's policy, and the outcome of a resolution.
+
+use crate::model::{ConflictPolicy, MAX_ITEM_BYTES, PartitionKey, ResolverLimits};
+use serde_json::Value;
+
+/// One sibling as a resolver sees it, in canonical order. Nothing in it depends on the region
+/// that resolves or on arrival order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CanonicalVersion {
+    /// The body (system properties other than `_ts` left out); `None` for a tombstone.
+    pub body: Option<String>,
+    /// Whether the version is a tombstone.
+    pub deleted: bool,
+    /// The region that wrote it.
+    pub region: String,
+    /// HLC physical time, ms.
+    pub timestamp: u64,
+    /// HLC logical counter.
+    pub logical: u32,
+}
+
+/// What a custom resolver is asked to resolve.
+#[derive(Debug)]
+pub struct ResolveRequest<'a> {
+    /// Container name.
+    pub container: &'a str,
+    /// Item id.
+    pub id: &'a str,
+    /// Partition key value.
+    pub partition_key: &'a PartitionKey,
+    /// The siblings, winner of the LWW order first; at least two.
+    pub versions: &'a [CanonicalVersion],
+    /// The resolver's name in the container.
+    pub resolver: &'a str,
+    /// The content hash the definition pinned, if any.
+    pub hash: Option<&'a str>,
+    /// Per-call limits from the definition.
+    pub limits: &'a ResolverLimits,
+}
+
+/// How a resolution ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The sibling at this canonical index is the visible value.
+    Pick(usize),
+    /// A new body (a JSON object with the item's id and partition key).
+    Merge(String),
+    /// The item is deleted.
+    Delete,
+    /// No decision: the LWW winner is shown as tentative and the conflict goes to the feed with
+    /// this reason (`manual policy`, `resolver missing`, `trap: …`, …).
+    Failed(String),
+}
+
+/// Runs custom resolvers. The WebAssembly sandbox implements it; [`NoResolvers`] is the host
+/// of a store without one.
+pub trait ResolverHost: Send + Sync {
+    /// Resolves one conflict. Must be deterministic: the same request gives the same outcome
+    /// in every region.
+    fn resolve(&self, request: &ResolveRequest<'_>) -> Outcome;
+}
+
+/// A host with no resolvers: every custom conflict goes to the feed as `resolver missing`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoResolvers;
+
+impl ResolverHost for NoResolvers {
+    fn resolve(&self, _: &ResolveRequest<'_>) -> Outcome {
+        Outcome::Failed("resolver missing".into())
+    }
+}
+
+/// Decides the visible value of siblings in canonical order under `policy`.
+pub(crate) fn decide(
+    policy: &ConflictPolicy,
+    host: &dyn ResolverHost,
+    container: &str,
+    id: &str,
+    partition_key: &PartitionKey,
+    pk_path: &str,
+    versions: &[CanonicalVersion],
+) -> Outcome {
+    if versions.len() < 2 {
+        return Outcome::Pick(0);
+    }
+    match policy {
+        ConflictPolicy::Lww { .. } => Outcome::Pick(0),
+        ConflictPolicy::Manual => Outcome::Failed("manual policy".into()),
+        ConflictPolicy::Custom {
+            resolver,
+            hash,
+            limits,
+        } => {
+            let req = ResolveRequest {
+                container,
+                id,
+                partition_key,
+                versions,
+                resolver,
+                hash: hash.as_deref(),
+                limits,
+            };
+            match host.resolve(&req) {
+                Outcome::Pick(i) if i >= versions.len() => Outcome::Failed(format!(
+                    "invalid output: pick {i} is out of range for {} versions",
+                    versions.len()
+                )),
+                Outcome::Merge(body) => check_merge(body, id, partition_key, pk_path),
+                other => other,
+            }
+        }
+    }
+}
+
+fn check_merge(body: String, id: &str, pk: &PartitionKey, pk_path: &str) -> Outcome {
+    if body.len() > MAX_ITEM_BYTES {
+        return Outcome::Failed("invalid output: merged item over the item size limit".into());
+    }
+    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(&body) else {
+        return Outcome::Failed("invalid output: merge is not a JSON object".into());
+    };
+    crate::model::strip_system_properties(&mut obj);
+    if obj.get("id").and_then(Value::as_str) != Some(id) {
+        return Outcome::Failed("invalid output: merge changes the id".into());
+    }
+    let obj = Value::Object(obj);
+    match obj.pointer(pk_path).map(PartitionKey::from_value) {
+        Some(Ok(p)) if &p == pk => {}
+        _ => return Outcome::Failed("invalid output: merge changes the partition key".into()),
+    }
+    match serde_json::to_string(&obj) {
+        Ok(s) => Outcome::Merge(s),
+        Err(e) => Outcome::Failed(format!("invalid output: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Outcome);
+    impl ResolverHost for Fixed {
+        fn resolve(&self, _: &ResolveRequest<'_>) -> Outcome {
+            self.0.clone()
+        }
+    }
+
+    fn v() -> CanonicalVersion {
+        CanonicalVersion {
+            body: Some("{}".into()),
+            deleted: false,
+            region: "a".into(),
+            timestamp: 1,
+            logical: 0,
+        }
+    }
+
+    fn run(host: &dyn ResolverHost) -> Outcome {
+        let policy = ConflictPolicy::Custom {
+            resolver: "r".into(),
+            hash: None,
+            limits: ResolverLimits::default(),
+        };
+        decide(
+            &policy,
+            host,
+            "c",
+            "x",
+            &PartitionKey::from("p"),
+            "/pk",
+            &[v(), v()],
+        )
+    }
+
+    #[test]
+    fn invalid_answers_become_feed_reasons() {
+        assert!(
+            matches!(run(&Fixed(Outcome::Pick(2))), Outcome::Failed(r) if r.contains("out of range"))
+        );
+        let changes_id = Outcome::Merge(r#"{"id":"y","pk":"p"}"#.into());
+        assert!(
+            matches!(run(&Fixed(changes_id)), Outcome::Failed(r) if r.contains("changes the id"))
+        );
+        let changes_pk = Outcome::Merge(r#"{"id":"x","pk":"q"}"#.into());
+        assert!(
+            matches!(run(&Fixed(changes_pk)), Outcome::Failed(r) if r.contains("partition key"))
+        );
+        let ok = Outcome::Merge(r#"{"id":"x","pk":"p","_ts":5}"#.into());
+        assert_eq!(
+            run(&Fixed(ok)),
+            Outcome::Merge(r#"{"id":"x","pk":"p"}"#.into())
+        );
+        assert_eq!(
+            run(&NoResolvers),
+            Outcome::Failed("resolver missing".into())
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! The key-value layer under the store: redb on disk, or a plain in-memory map for tests and
+//! simulations. Both run the same store code through [`KvRead`] and [`KvWrite`].
+
+use crate::{Error, Result};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// The tables of a store. Keys and values are bytes; `store::codec` gives them meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Table {
+    Meta,
+    Actors,
+    Incarnations,
+    Items,
+    Log,
+    Changes,
+    Conflicts,
+    Cursors,
+    Creations,
+    Dropped,
+}
+
+const TABLE_COUNT: usize = 10;
+
+impl Table {
+    const ALL: [Table; TABLE_COUNT] = [
+        Table::Meta,
+        Table::Actors,
+        Table::Incarnations,
+        Table::Items,
+        Table::Log,
+        Table::Changes,
+        Table::Conflicts,
+        Table::Cursors,
+        Table::Creations,
+        Table::Dropped,
+    ];
+
+    fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(match self {
+            Table::Meta => "meta",
+            Table::Actors => "actors",
+            Table::Incarnations => "incarnations",
+            Table::Items => "items",
+            Table::Log => "log",
+            Table::Changes => "changes",
+            Table::Conflicts => "conflicts",
+            Table::Cursors => "cursors",
+            Table::Creations => "creations",
+            Table::Dropped => "dropped",
+        })
+    }
+}
+
+/// Key-value pairs read by a scan.
+pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Reads inside a transaction.
+pub(crate) trait KvRead {
+    /// The value at `key`.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Up to `limit` pairs with `from <= key < to` (no upper bound when `to` is `None`).
+    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs>;
+}
+
+/// Writes inside a transaction; all of them commit together or none does.
+pub(crate) trait KvWrite: KvRead {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<()>;
+}
+
+/// Whether a commit waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sync {
+    /// fsync before the commit returns.
+    Durable,
+    /// Made durable by a later durable commit.
+    Lazy,
+}
+
+pub(crate) enum Backend {
+    Memory(Mutex<Vec<BTreeMap<Vec<u8>, Vec<u8>>>>),
+    Redb(redb::Database),
+}
+
+fn bounds<'a>(from: &'a [u8], to: Option<&'a [u8]>) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    (
+        Bound::Included(from),
+        to.map_or(Bound::Unbounded, Bound::Excluded),
+    )
+}
+
+impl Backend {
+    pub(crate) fn memory() -> Self {
+        Backend::Memory(Mutex::new(vec![BTreeMap::new(); TABLE_COUNT]))
+    }
+
+    pub(crate) fn open_redb(path: &Path) -> Result<Self> {
+        let db = redb::Database::create(path).map_err(|e| {
+            Error::Storage(format!("cannot open the store at {}: {e}", path.display()))
+        })?;
+        let tx = db.begin_write().map_err(Error::storage)?;
+        for t in Table::ALL {
+            tx.open_table(t.definition()).map_err(Error::storage)?;
+        }
+        tx.commit().map_err(Error::storage)?;
+        Ok(Backend::Redb(db))
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&dyn KvRead) -> Result<R>) -> Result<R> {
+        match self {
+            Backend::Memory(m) => {
+                let guard = m
+                    .lock()
+                    .map_err(|_| Error::Storage("store lock poisoned".into()))?;
+                f(&MemRead(&guard))
+            }
+            Backend::Redb(db) => {
+                let tx = db.begin_read().map_err(Error::storage)?;
+                f(&RedbRead(tx))
+            }
+        }
+    }
+
+    /// Runs `f` in a write transaction; commits if it returns `Ok`, rolls back otherwise.
+    pub(crate) fn write<R>(
+        &self,
+        sync: Sync,
+        f: impl FnOnce(&mut dyn KvWrite) -> Result<R>,
+    ) -> Result<R> {
+        match self {
+            Backend::Memory(m) => {
+                let mut guard = m
+                    .lock()
+                    .map_err(|_| Error::Storage("store lock poisoned".into()))?;
+                let mut tx = MemWrite {
+                    tables: &mut guard,
+                    undo: Vec::new(),
+                };
+                let out = f(&mut tx);
+                if out.is_err() {
+                    tx.rollback();
+                }
+                out
+            }
+            Backend::Redb(db) => {
+                let mut tx = db.begin_write().map_err(Error::storage)?;
+                tx.set_durability(match sync {
+                    Sync::Durable => redb::Durability::Immediate,
+                    Sync::Lazy => redb::Durability::None,
+                })
+                .map_err(Error::storage)?;
+                let out = {
+                    let mut tables = Vec::with_capacity(TABLE_COUNT);
+                    for t in Table::ALL {
+                        tables.push(tx.open_table(t.definition()).map_err(Error::storage)?);
+                    }
+                    f(&mut RedbWrite(tables))
+                };
+                match out {
+                    Ok(v) => {
+                        tx.commit().map_err(Error::storage)?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        tx.abort().map_err(Error::storage)?;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct MemRead<'a>(&'a [BTreeMap<Vec<u8>, Vec<u8>>]);
+
+fn mem_scan(
+    map: &BTreeMap<Vec<u8>, Vec<u8>>,
+    from: &[u8],
+    to: Option<&[u8]>,
+    limit: usize,
+) -> Pairs {
+    map.range::<[u8], _>(bounds(from, to))
+        .take(limit)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+impl KvRead for MemRead<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.0[table as usize].get(key).cloned())
+    }
+    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        Ok(mem_scan(&self.0[table as usize], from, to, limit))
+    }
+}
+
+struct MemWrite<'a> {
+    tables: &'a mut [BTreeMap<Vec<u8>, Vec<u8>>],
+    undo: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl MemWrite<'_> {
+    fn rollback(&mut self) {
+        while let Some((t, k, old)) = self.undo.pop() {
+            let map = &mut self.tables[t as usize];
+            match old {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+    }
+}
+
+impl KvRead for MemWrite<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tables[table as usize].get(key).cloned())
+    }
+    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        Ok(mem_scan(&self.tables[table as usize], from, to, limit))
+    }
+}
+
+impl KvWrite for MemWrite<'_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        let old = self.tables[table as usize].insert(key.to_vec(), value.to_vec());
+        self.undo.push((table, key.to_vec(), old));
+        Ok(())
+    }
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<()> {
+        if let Some(old) = self.tables[table as usize].remove(key) {
+            self.undo.push((table, key.to_vec(), Some(old)));
+        }
+        Ok(())
+    }
+}
+
+struct RedbRead(redb::ReadTransaction);
+
+impl KvRead for RedbRead {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let t = self
+            .0
+            .open_table(table.definition())
+            .map_err(Error::storage)?;
+        Ok(t.get(key)
+            .map_err(Error::storage)?
+            .map(|v| v.value().to_vec()))
+    }
+    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        let t = self
+            .0
+            .open_table(table.definition())
+            .map_err(Error::storage)?;
+        redb_scan(&t, from, to, limit)
+    }
+}
+
+fn redb_scan(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    from: &[u8],
+    to: Option<&[u8]>,
+    limit: usize,
+) -> Result<Pairs> {
+    let mut out = Vec::new();
+    for entry in t
+        .range::<&[u8]>(bounds(from, to))
+        .map_err(Error::storage)?
+        .take(limit)
+    {
+        let (k, v) = entry.map_err(Error::storage)?;
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+struct RedbWrite<'a>(Vec<redb::Table<'a, &'static [u8], &'static [u8]>>);
+
+impl KvRead for RedbWrite<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let t = &self.0[table as usize];
+        Ok(t.get(key)
+            .map_err(Error::storage)?
+            .map(|v| v.value().to_vec()))
+    }
+    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        redb_scan(&self.0[table as usize], from, to, limit)
+    }
+}
+
+impl KvWrite for RedbWrite<'_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.0[table as usize]
+            .insert(key, value)
+            .map_err(Error::storage)?;
+        Ok(())
+    }
+    fn remove(&mut self, table: Table, key: &[u8]) -> Result<()> {
+        self.0[table as usize].remove(key).map_err(Error::storage)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(b: &Backend) {
+        b.write(Sync::Durable, |tx| {
+            tx.put(Table::Items, b"a", b"1")?;
+            tx.put(Table::Items, b"b", b"2")?;
+            tx.put(Table::Items, b"c", b"3")
+        })
+        .expect("write");
+        let failed: Result<()> = b.write(Sync::Durable, |tx| {
+            tx.put(Table::Items, b"a", b"changed")?;
+            tx.remove(Table::Items, b"b")?;
+            Err(Error::invalid("abort"))
+        });
+        assert!(failed.is_err());
+        let (a, range) = b
+            .read(|tx| {
+                Ok((
+                    tx.get(Table::Items, b"a")?,
+                    tx.scan(Table::Items, b"b", Some(b"c"), 10)?,
+                ))
+            })
+            .expect("read");
+        assert_eq!(
+            a.as_deref(),
+            Some(&b"1"[..]),
+            "a failed transaction leaves nothing behind"
+        );
+        assert_eq!(range, vec![(b"b".to_vec(), b"2".to_vec())]);
+    }
+
+    #[test]
+    fn memory_and_redb_behave_alike() {
+        exercise(&Backend::memory());
+        let dir = tempfile::tempdir().expect("tempdir");
+        exercise(&Backend::open_redb(&dir.path().join("s.redb")).expect("open"));
+    }
+}

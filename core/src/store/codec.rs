@@ -1,0 +1,187 @@
+//! How records are laid out in the key-value tables.
+
+use crate::causal::{Context, Hlc};
+use crate::model::{CreationId, ItemKey, Operation, PartitionKey};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The store file format this binary writes and reads.
+pub(crate) const STORE_FORMAT: u32 = 1;
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| Error::Storage(format!("cannot encode a record: {e}")))
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::Storage(format!("the store holds an unreadable {what} record: {e}")))
+}
+
+/// Item keys sort by creation, then partition key, then id, so a container or one partition is
+/// a key range.
+pub(crate) fn item_key(cid: CreationId, key: &ItemKey) -> Vec<u8> {
+    let pk = key.partition_key.as_json().as_bytes();
+    let mut out = Vec::with_capacity(16 + 4 + pk.len() + key.id.len());
+    out.extend_from_slice(&cid.0.to_be_bytes());
+    out.extend_from_slice(&(pk.len() as u32).to_be_bytes());
+    out.extend_from_slice(pk);
+    out.extend_from_slice(key.id.as_bytes());
+    out
+}
+
+/// The key prefix of one partition of a container.
+pub(crate) fn partition_prefix(cid: CreationId, pk: &PartitionKey) -> Vec<u8> {
+    let pk = pk.as_json().as_bytes();
+    let mut out = cid.0.to_be_bytes().to_vec();
+    out.extend_from_slice(&(pk.len() as u32).to_be_bytes());
+    out.extend_from_slice(pk);
+    out
+}
+
+pub(crate) fn parse_item_key(bytes: &[u8]) -> Result<(CreationId, ItemKey)> {
+    let bad = || Error::Storage("the store holds a malformed item key".into());
+    let cid = u128::from_be_bytes(
+        bytes
+            .get(..16)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let len = u32::from_be_bytes(
+        bytes
+            .get(16..20)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    ) as usize;
+    let pk = bytes.get(20..20 + len).ok_or_else(bad)?;
+    let id = bytes.get(20 + len..).ok_or_else(bad)?;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad());
+    Ok((
+        CreationId(cid),
+        ItemKey {
+            partition_key: PartitionKey::from_canonical(text(pk)?),
+            id: text(id)?,
+        },
+    ))
+}
+
+/// The first key after every key that starts with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+pub(crate) fn cid_lsn_key(cid: CreationId, n: u64) -> Vec<u8> {
+    let mut out = cid.0.to_be_bytes().to_vec();
+    out.extend_from_slice(&n.to_be_bytes());
+    out
+}
+
+/// Interned writer id: an index into the store's table of region incarnations.
+pub(crate) type ActorId = u32;
+
+/// One sibling as stored in its item record. Its own context is not needed once applied: the
+/// item's context covers it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredSibling {
+    pub actor: ActorId,
+    pub counter: u64,
+    pub hlc: Hlc,
+    pub op: Operation,
+    pub deleted: bool,
+    /// The body; for a container drop (a tombstone in the system container) the dropped
+    /// definition.
+    pub body: Option<String>,
+    /// Whether this sibling has ever been the visible value here.
+    pub shown: bool,
+}
+
+/// What the item shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Shown {
+    /// Nothing: deleted, or not resolvable yet.
+    Hidden,
+    /// The sibling at this index.
+    Sibling(u32),
+    /// A body a resolver merged.
+    Merged(String),
+}
+
+/// An item's state in one region.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ItemRecord {
+    pub context: Context<ActorId>,
+    pub siblings: Vec<StoredSibling>,
+    pub shown: Shown,
+    /// Identifies the visible version: the same in every region.
+    pub etag: u64,
+    /// `_ts` of the visible value, seconds.
+    pub ts: u64,
+    /// The change-feed position of the visible value (0: never visible here).
+    pub lsn: u64,
+    /// Ids of this item's open conflict records.
+    pub open: Vec<u128>,
+}
+
+impl ItemRecord {
+    pub(crate) fn empty() -> Self {
+        ItemRecord {
+            context: Context::new(),
+            siblings: Vec::new(),
+            shown: Shown::Hidden,
+            etag: 0,
+            ts: 0,
+            lsn: 0,
+            open: Vec::new(),
+        }
+    }
+
+    /// The visible body, if any.
+    pub(crate) fn visible_body(&self) -> Option<&str> {
+        match &self.shown {
+            Shown::Hidden => None,
+            Shown::Sibling(i) => self
+                .siblings
+                .get(*i as usize)
+                .and_then(|s| s.body.as_deref()),
+            Shown::Merged(b) => Some(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_keys_round_trip_and_group_by_partition() {
+        let cid = CreationId(77);
+        let k = ItemKey {
+            partition_key: PartitionKey::from("al"),
+            id: "x1".into(),
+        };
+        let bytes = item_key(cid, &k);
+        assert_eq!(parse_item_key(&bytes).expect("parse"), (cid, k));
+        let prefix = partition_prefix(cid, &PartitionKey::from("al"));
+        assert!(bytes.starts_with(&prefix));
+        let other = item_key(
+            cid,
+            &ItemKey {
+                partition_key: PartitionKey::from("alice"),
+                id: "a".into(),
+            },
+        );
+        assert!(
+            !other.starts_with(&prefix),
+            "partition \"al\" must not include \"alice\""
+        );
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+    }
+}

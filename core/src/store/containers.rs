@@ -1,0 +1,104 @@
+//! Creating, changing, listing and dropping containers. Definitions are versions of items in
+//! the system container, so they replicate and resolve like any item.
+
+use super::Store;
+use super::codec::{ItemRecord, item_key};
+use super::defs::{self, def_key, load_item};
+use crate::model::{
+    ConflictPolicy, ContainerDef, CreationId, Operation, SYSTEM_CREATION, validate_name,
+};
+use crate::{Error, Result};
+
+impl Store {
+    /// Creates the container `database/name`, or changes its policy if it exists. Returns the
+    /// definition and whether it was created. The partition key path is fixed at creation.
+    pub fn put_container(
+        &self,
+        database: &str,
+        name: &str,
+        partition_key: &str,
+        policy: ConflictPolicy,
+    ) -> Result<(ContainerDef, bool)> {
+        validate_name("database", database)?;
+        validate_name("container", name)?;
+        self.write_tx(self.commit_sync(), |tx| {
+            let existing = defs::visible_def(tx.read(), database, name)?;
+            let (def, op) = match existing {
+                Some(d) if d.partition_key != partition_key => {
+                    return Err(Error::InvalidDefinition(format!(
+                        "container {database}/{name} has partition key {}; a partition key path is fixed at creation",
+                        d.partition_key
+                    )));
+                }
+                Some(d) if d.conflict_resolution_policy == policy => return Ok((d, false)),
+                Some(d) => (ContainerDef { conflict_resolution_policy: policy, ..d }, Operation::Replace),
+                None => {
+                    let epoch = defs::drops_of(tx.read(), database, name)?;
+                    let def = ContainerDef {
+                        database: database.to_owned(),
+                        name: name.to_owned(),
+                        partition_key: partition_key.to_owned(),
+                        conflict_resolution_policy: policy,
+                        creation_id: CreationId::derive(database, name, partition_key, epoch),
+                        epoch,
+                    };
+                    (def, Operation::Create)
+                }
+            };
+            def.validate()?;
+            let body = serde_json::to_string(&def).map_err(|e| Error::Storage(e.to_string()))?;
+            let key = def_key(database, name);
+            let rec = load_item(tx.read(), &item_key(SYSTEM_CREATION, &key))?.unwrap_or_else(ItemRecord::empty);
+            tx.write_local(SYSTEM_CREATION, &key, &rec, op, Some(body))?;
+            Ok((def, op == Operation::Create))
+        })
+    }
+
+    /// Creates a container with the default policy (LWW on `/_ts`) if it does not exist.
+    pub fn create_container(
+        &self,
+        database: &str,
+        name: &str,
+        partition_key: &str,
+    ) -> Result<ContainerDef> {
+        self.put_container(database, name, partition_key, ConflictPolicy::default())
+            .map(|(d, _)| d)
+    }
+
+    /// Drops a container: its items and feeds go, in every region, for good.
+    pub fn drop_container(&self, database: &str, name: &str) -> Result<()> {
+        self.write_tx(self.commit_sync(), |tx| {
+            let def = defs::active_def(tx.read(), database, name)?;
+            let body = serde_json::to_string(&def).map_err(|e| Error::Storage(e.to_string()))?;
+            let key = def_key(database, name);
+            let rec = load_item(tx.read(), &item_key(SYSTEM_CREATION, &key))?
+                .unwrap_or_else(ItemRecord::empty);
+            // A drop is a tombstone that still names the creation it drops.
+            tx.write_local(SYSTEM_CREATION, &key, &rec, Operation::Delete, Some(body))?;
+            Ok(())
+        })
+    }
+
+    /// The definition of `database/name`.
+    pub fn container(&self, database: &str, name: &str) -> Result<ContainerDef> {
+        self.read_tx(|kv, _| defs::active_def(kv, database, name))
+    }
+
+    /// The containers of a database; [`Error::UnknownContainer`] (with an empty container
+    /// name) when the database holds none.
+    pub fn containers(&self, database: &str) -> Result<Vec<ContainerDef>> {
+        let defs = self.read_tx(|kv, _| defs::list_defs(kv, Some(database)))?;
+        if defs.is_empty() {
+            return Err(Error::UnknownContainer {
+                database: database.to_owned(),
+                container: String::new(),
+            });
+        }
+        Ok(defs)
+    }
+
+    /// Every container in every database.
+    pub fn all_containers(&self) -> Result<Vec<ContainerDef>> {
+        self.read_tx(|kv, _| defs::list_defs(kv, None))
+    }
+}

@@ -1,0 +1,152 @@
+//! Container definitions as the system container holds them, and what they say about a
+//! creation id.
+
+use super::backend::{KvRead, Table};
+use super::codec::{ItemRecord, decode, item_key, partition_prefix, prefix_end};
+use crate::model::{ContainerDef, CreationId, ItemKey, PartitionKey, SYSTEM_CREATION};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// What the store knows of a creation id, which decides how its items resolve.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum CidState {
+    /// The system container of definitions.
+    System,
+    /// The creation is the container's visible definition.
+    Active(ContainerDef),
+    /// Another creation of the same name won: the items become conflict records.
+    Replaced { database: String, name: String },
+    /// No definition has arrived yet: items wait, stored but not visible.
+    Unknown,
+    /// Dropped: its items are discarded.
+    Dropped,
+}
+
+/// What the creations table keeps of every creation ever seen.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Creation {
+    pub database: String,
+    pub name: String,
+}
+
+pub(crate) fn def_key(database: &str, name: &str) -> ItemKey {
+    ItemKey {
+        partition_key: PartitionKey::from(database),
+        id: name.to_owned(),
+    }
+}
+
+pub(crate) fn parse_def(body: &str) -> Result<ContainerDef> {
+    serde_json::from_str(body)
+        .map_err(|e| Error::CorruptBatch(format!("unreadable container definition: {e}")))
+}
+
+pub(crate) fn load_item(kv: &dyn KvRead, key: &[u8]) -> Result<Option<ItemRecord>> {
+    kv.get(Table::Items, key)?
+        .map(|b| decode("item", &b))
+        .transpose()
+}
+
+/// The visible definition of `database/name`, if the container exists.
+pub(crate) fn visible_def(
+    kv: &dyn KvRead,
+    database: &str,
+    name: &str,
+) -> Result<Option<ContainerDef>> {
+    let Some(rec) = load_item(kv, &item_key(SYSTEM_CREATION, &def_key(database, name)))? else {
+        return Ok(None);
+    };
+    rec.visible_body().map(parse_def).transpose()
+}
+
+/// The visible definition, or [`Error::UnknownContainer`].
+pub(crate) fn active_def(kv: &dyn KvRead, database: &str, name: &str) -> Result<ContainerDef> {
+    visible_def(kv, database, name)?.ok_or_else(|| Error::UnknownContainer {
+        database: database.to_owned(),
+        container: name.to_owned(),
+    })
+}
+
+/// The visible definitions of one database, or of all, sorted by database and name.
+pub(crate) fn list_defs(kv: &dyn KvRead, database: Option<&str>) -> Result<Vec<ContainerDef>> {
+    let prefix = match database {
+        Some(db) => partition_prefix(SYSTEM_CREATION, &PartitionKey::from(db)),
+        None => SYSTEM_CREATION.0.to_be_bytes().to_vec(),
+    };
+    let end = prefix_end(&prefix);
+    let mut out = Vec::new();
+    for (_, v) in kv.scan(Table::Items, &prefix, end.as_deref(), usize::MAX)? {
+        let rec: ItemRecord = decode("item", &v)?;
+        if let Some(body) = rec.visible_body() {
+            out.push(parse_def(body)?);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn is_dropped(kv: &dyn KvRead, cid: CreationId) -> Result<bool> {
+    Ok(kv.get(Table::Dropped, &cid.0.to_be_bytes())?.is_some())
+}
+
+pub(crate) fn cid_state(kv: &dyn KvRead, cid: CreationId) -> Result<CidState> {
+    if cid == SYSTEM_CREATION {
+        return Ok(CidState::System);
+    }
+    if is_dropped(kv, cid)? {
+        return Ok(CidState::Dropped);
+    }
+    let Some(c) = kv.get(Table::Creations, &cid.0.to_be_bytes())? else {
+        return Ok(CidState::Unknown);
+    };
+    let c: Creation = decode("creation", &c)?;
+    match visible_def(kv, &c.database, &c.name)? {
+        Some(def) if def.creation_id == cid => Ok(CidState::Active(def)),
+        _ => Ok(CidState::Replaced {
+            database: c.database,
+            name: c.name,
+        }),
+    }
+}
+
+/// Every creation id seen for `database/name`.
+pub(crate) fn creations_of(kv: &dyn KvRead, database: &str, name: &str) -> Result<Vec<CreationId>> {
+    let mut out = Vec::new();
+    for (k, v) in kv.scan(Table::Creations, &[], None, usize::MAX)? {
+        let c: Creation = decode("creation", &v)?;
+        if c.database == database && c.name == name {
+            let id: [u8; 16] = k
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Storage("malformed creation key".into()))?;
+            out.push(CreationId(u128::from_be_bytes(id)));
+        }
+    }
+    Ok(out)
+}
+
+/// How many drops of `database/name` this region has seen: the epoch of a new creation.
+pub(crate) fn drops_of(kv: &dyn KvRead, database: &str, name: &str) -> Result<u64> {
+    let mut n = 0;
+    for (_, v) in kv.scan(Table::Dropped, &[], None, usize::MAX)? {
+        let c: Creation = decode("drop", &v)?;
+        n += u64::from(c.database == database && c.name == name);
+    }
+    Ok(n)
+}
+
+/// Conflict records are keyed by container name, so records of a replaced creation show in the
+/// feed of the container that replaced it.
+pub(crate) fn conflict_prefix(database: &str, name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(database.len() + name.len() + 8);
+    for part in [database, name] {
+        out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+pub(crate) fn conflict_key(database: &str, name: &str, id: u128) -> Vec<u8> {
+    let mut out = conflict_prefix(database, name);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}

@@ -1,0 +1,238 @@
+//! Reading the conflicts feed, the change feed and the replication log; applying batches.
+
+use super::Store;
+use super::backend::Table;
+use super::codec::{ItemRecord, cid_lsn_key, decode, encode, parse_item_key, prefix_end};
+use super::defs::{self, load_item};
+use super::items::{decode_hex, encode_hex, render};
+use crate::causal::Incarnation;
+use crate::feed::{Change, ConflictRecord, Page};
+use crate::replicate::{Batch, Cursor, Version};
+use crate::{Error, Result};
+
+/// What applying a batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Versions stored (new to this region).
+    pub applied: usize,
+    /// Versions ignored: already seen, or of a dropped container.
+    pub ignored: usize,
+}
+
+fn parse_conflict_id(id: &str) -> Result<u128> {
+    if id.len() != 32 {
+        return Err(Error::UnknownConflict(id.to_owned()));
+    }
+    u128::from_str_radix(id, 16).map_err(|_| Error::UnknownConflict(id.to_owned()))
+}
+
+impl Store {
+    /// Lists conflict records of a container (open and superseded), in pages.
+    pub fn conflicts(
+        &self,
+        database: &str,
+        container: &str,
+        continuation: Option<&str>,
+        max: usize,
+    ) -> Result<Page<ConflictRecord>> {
+        let max = max.max(1);
+        self.read_tx(|kv, _| {
+            defs::active_def(kv, database, container)?;
+            let prefix = defs::conflict_prefix(database, container);
+            let end = prefix_end(&prefix);
+            let from = match continuation {
+                Some(t) => decode_hex(t)
+                    .filter(|k| k.starts_with(&prefix))
+                    .ok_or_else(|| {
+                        Error::InvalidToken(format!("{t:?} is not a conflicts continuation"))
+                    })?,
+                None => prefix.clone(),
+            };
+            let rows = kv.scan(Table::Conflicts, &from, end.as_deref(), max + 1)?;
+            let continuation = rows.get(max).map(|(k, _)| encode_hex(k));
+            let items = rows
+                .iter()
+                .take(max)
+                .map(|(_, v)| decode("conflict", v))
+                .collect::<Result<Vec<ConflictRecord>>>()?;
+            Ok(Page {
+                items,
+                continuation,
+            })
+        })
+    }
+
+    /// Reads one conflict record.
+    pub fn conflict(&self, database: &str, container: &str, id: &str) -> Result<ConflictRecord> {
+        let n = parse_conflict_id(id)?;
+        self.read_tx(|kv, _| {
+            defs::active_def(kv, database, container)?;
+            match kv.get(
+                Table::Conflicts,
+                &defs::conflict_key(database, container, n),
+            )? {
+                Some(b) => decode("conflict", &b),
+                None => Err(Error::UnknownConflict(id.to_owned())),
+            }
+        })
+    }
+
+    /// Deletes (acknowledges) a conflict record. Only this region's copy goes.
+    pub fn delete_conflict(&self, database: &str, container: &str, id: &str) -> Result<()> {
+        let n = parse_conflict_id(id)?;
+        self.write_tx(self.commit_sync(), |tx| {
+            defs::active_def(tx.read(), database, container)?;
+            let k = defs::conflict_key(database, container, n);
+            if tx.read().get(Table::Conflicts, &k)?.is_none() {
+                return Err(Error::UnknownConflict(id.to_owned()));
+            }
+            tx.kv.remove(Table::Conflicts, &k)
+        })
+    }
+
+    /// Visible-value changes of a container after the token `since` (from the start when
+    /// `None`), in `_lsn` order, each item once at its current state. The continuation is the
+    /// token to pass next time; it is always set, so a reader can keep polling.
+    pub fn changes(
+        &self,
+        database: &str,
+        container: &str,
+        since: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Change>> {
+        let after: u64 = match since {
+            Some(t) => t
+                .parse()
+                .map_err(|_| Error::InvalidToken(format!("{t:?} is not a change-feed token")))?,
+            None => 0,
+        };
+        self.read_tx(|kv, _| {
+            let def = defs::active_def(kv, database, container)?;
+            let cid = def.creation_id;
+            let from = cid_lsn_key(cid, after.saturating_add(1));
+            let end = prefix_end(&cid.0.to_be_bytes());
+            let mut items = Vec::new();
+            let mut last = after;
+            for (k, ik) in kv.scan(Table::Changes, &from, end.as_deref(), max.max(1))? {
+                let lsn = u64::from_be_bytes(
+                    k[16..24]
+                        .try_into()
+                        .map_err(|_| Error::Storage("malformed change key".into()))?,
+                );
+                last = lsn;
+                let (_, key) = parse_item_key(&ik)?;
+                let rec: ItemRecord = load_item(kv, &ik)?
+                    .ok_or_else(|| Error::Storage("change without item".into()))?;
+                items.push(match render(&rec) {
+                    Some(item) => Change::Upsert(item.body),
+                    None => Change::Delete {
+                        id: key.id,
+                        partition_key: key.partition_key,
+                        lsn,
+                    },
+                });
+            }
+            Ok(Page {
+                items,
+                continuation: Some(last.to_string()),
+            })
+        })
+    }
+
+    /// Reads up to `max` durable versions of this region's log after `since`. When this store
+    /// has restarted since the cursor was issued, reading resumes from where the later
+    /// incarnations began if that is earlier, so nothing is skipped.
+    pub fn read_log(&self, since: Cursor, max: usize) -> Result<Batch> {
+        let durable = self
+            .writer
+            .lock()
+            .map(|w| w.durable_lsn)
+            .map_err(|_| Error::Storage("writer lock poisoned".into()))?;
+        self.read_tx(|kv, _| {
+            let mut from = since.lsn;
+            if since.incarnation != self.incarnation {
+                let mut seen = false;
+                for (_, v) in kv.scan(Table::Incarnations, &[], None, usize::MAX)? {
+                    let (inc, start): (Incarnation, u64) = decode("incarnation", &v)?;
+                    if seen {
+                        from = from.min(start.saturating_sub(1));
+                    }
+                    seen |= inc == since.incarnation;
+                }
+                if !seen {
+                    from = 0;
+                }
+            }
+            let mut versions = Vec::new();
+            let mut next = from;
+            if from < durable {
+                let end = (durable + 1).to_be_bytes();
+                for (k, v) in kv.scan(
+                    Table::Log,
+                    &(from + 1).to_be_bytes(),
+                    Some(&end),
+                    max.max(1),
+                )? {
+                    next = u64::from_be_bytes(
+                        k.as_slice()
+                            .try_into()
+                            .map_err(|_| Error::Storage("malformed log key".into()))?,
+                    );
+                    versions.push(decode::<Version>("log", &v)?);
+                }
+            }
+            Ok(Batch {
+                source: self.region.clone(),
+                versions,
+                more: next < durable,
+                next: Cursor {
+                    incarnation: self.incarnation,
+                    lsn: next,
+                },
+            })
+        })
+    }
+
+    /// Applies a batch read from a peer's log in one transaction and saves the cursor to
+    /// continue from, under the peer's name. Re-delivered, reordered or duplicated versions are
+    /// harmless; a version that fails its checks rejects the whole batch.
+    pub fn apply_batch(&self, batch: &Batch) -> Result<ApplyReport> {
+        self.write_tx(self.commit_sync(), |tx| {
+            let mut report = ApplyReport::default();
+            for v in &batch.versions {
+                match tx.apply(v, false)? {
+                    Some(_) => report.applied += 1,
+                    None => report.ignored += 1,
+                }
+            }
+            tx.kv.put(
+                Table::Cursors,
+                batch.source.as_str().as_bytes(),
+                &encode(&batch.next)?,
+            )?;
+            Ok(report)
+        })
+    }
+
+    /// Applies versions delivered outside a cursor (any order, any duplicates).
+    pub fn apply_versions(&self, versions: &[Version]) -> Result<ApplyReport> {
+        self.write_tx(self.commit_sync(), |tx| {
+            let mut report = ApplyReport::default();
+            for v in versions {
+                match tx.apply(v, false)? {
+                    Some(_) => report.applied += 1,
+                    None => report.ignored += 1,
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// The saved cursor into `peer`'s log ([`Cursor::START`] if none).
+    pub fn cursor(&self, peer: &str) -> Result<Cursor> {
+        self.read_tx(|kv, _| match kv.get(Table::Cursors, peer.as_bytes())? {
+            Some(b) => decode("cursor", &b),
+            None => Ok(Cursor::START),
+        })
+    }
+}

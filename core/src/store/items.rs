@@ -1,0 +1,369 @@
+//! Item operations with Cosmos semantics.
+
+use super::Store;
+use super::backend::Table;
+use super::codec::{ItemRecord, decode, item_key, partition_prefix, prefix_end};
+use super::defs::{self, load_item};
+use super::tx::{Tx, etag_string};
+use crate::feed::Page;
+use crate::model::{ContainerDef, ItemKey, Operation, PartitionKey, validate_item};
+use crate::{Error, Result};
+use serde_json::{Map, Value};
+
+/// An item as read: the body with its system properties `_ts`, `_etag` and `_lsn`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    /// The item, system properties included.
+    pub body: Value,
+    /// The `_etag` (also the HTTP `ETag`), quoted as Cosmos does.
+    pub etag: String,
+    /// The change-feed position of this visible value.
+    pub lsn: u64,
+    /// `_ts`, seconds.
+    pub ts: u64,
+}
+
+impl Item {
+    /// The item's id.
+    pub fn id(&self) -> &str {
+        self.body
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// One write of an item.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    /// Create; fails with [`Error::AlreadyExists`] if the item exists.
+    Create(Value),
+    /// Create or replace.
+    Upsert(Value),
+    /// Replace an existing item; `if_match` makes it conditional on the current etag.
+    Replace {
+        /// The id of the item replaced; must equal the body's `id`.
+        id: String,
+        /// The new body.
+        item: Value,
+        /// The etag the item must have, if any (`*` matches any).
+        if_match: Option<String>,
+    },
+    /// Delete an existing item.
+    Delete {
+        /// Its partition key value.
+        partition_key: PartitionKey,
+        /// Its id.
+        id: String,
+        /// The etag the item must have, if any.
+        if_match: Option<String>,
+    },
+}
+
+/// What a write did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOutcome {
+    /// The item did not exist; now it does.
+    Created(Item),
+    /// The item existed and was replaced.
+    Replaced(Item),
+    /// The item was deleted.
+    Deleted,
+}
+
+impl WriteOutcome {
+    /// The item written, unless it was a delete.
+    pub fn item(&self) -> Option<&Item> {
+        match self {
+            WriteOutcome::Created(i) | WriteOutcome::Replaced(i) => Some(i),
+            WriteOutcome::Deleted => None,
+        }
+    }
+}
+
+/// Renders a visible record as the user sees it.
+pub(crate) fn render(rec: &ItemRecord) -> Option<Item> {
+    let body = rec.visible_body()?;
+    let mut obj: Map<String, Value> = match serde_json::from_str(body) {
+        Ok(Value::Object(o)) => o,
+        _ => return None,
+    };
+    let etag = etag_string(rec.etag);
+    obj.insert("_ts".into(), rec.ts.into());
+    obj.insert("_etag".into(), etag.clone().into());
+    obj.insert("_lsn".into(), rec.lsn.into());
+    Some(Item {
+        body: Value::Object(obj),
+        etag,
+        lsn: rec.lsn,
+        ts: rec.ts,
+    })
+}
+
+fn check_if_match(rec: &ItemRecord, if_match: Option<&str>) -> Result<()> {
+    let Some(expected) = if_match else {
+        return Ok(());
+    };
+    let current = etag_string(rec.etag);
+    if expected == "*" || expected == current || format!("\"{expected}\"") == current {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed {
+            expected: expected.to_owned(),
+            current,
+        })
+    }
+}
+
+fn not_found(key: &ItemKey) -> Error {
+    Error::NotFound {
+        id: key.id.clone(),
+        partition_key: key.partition_key.as_json().to_owned(),
+    }
+}
+
+fn apply_op(tx: &mut Tx<'_>, def: &ContainerDef, op: WriteOp) -> Result<WriteOutcome> {
+    let cid = def.creation_id;
+    let (key, body, if_match, intent) = match op {
+        WriteOp::Create(v) => {
+            let valid = validate_item(v, &def.partition_key)?;
+            (valid.key, Some(valid.body), None, Some(Operation::Create))
+        }
+        WriteOp::Upsert(v) => {
+            let valid = validate_item(v, &def.partition_key)?;
+            (valid.key, Some(valid.body), None, None)
+        }
+        WriteOp::Replace { id, item, if_match } => {
+            let valid = validate_item(item, &def.partition_key)?;
+            if valid.key.id != id {
+                return Err(Error::invalid(format!(
+                    "the body's id {:?} does not match the id {id:?} being replaced",
+                    valid.key.id
+                )));
+            }
+            (
+                valid.key,
+                Some(valid.body),
+                if_match,
+                Some(Operation::Replace),
+            )
+        }
+        WriteOp::Delete {
+            partition_key,
+            id,
+            if_match,
+        } => (
+            ItemKey { partition_key, id },
+            None,
+            if_match,
+            Some(Operation::Delete),
+        ),
+    };
+    let rec = load_item(tx.read(), &item_key(cid, &key))?.unwrap_or_else(ItemRecord::empty);
+    let exists = rec.visible_body().is_some();
+    let op = match (intent, exists) {
+        (Some(Operation::Create), true) => {
+            return Err(Error::AlreadyExists {
+                id: key.id,
+                partition_key: key.partition_key.as_json().to_owned(),
+            });
+        }
+        (Some(Operation::Replace | Operation::Delete), false) => return Err(not_found(&key)),
+        (Some(op), _) => op,
+        (None, true) => Operation::Replace,
+        (None, false) => Operation::Create,
+    };
+    check_if_match(&rec, if_match.as_deref())?;
+    let rec = tx.write_local(cid, &key, &rec, op, body)?;
+    let rendered =
+        || render(&rec).ok_or_else(|| Error::Storage("a written item is not visible".into()));
+    Ok(match op {
+        Operation::Create => WriteOutcome::Created(rendered()?),
+        Operation::Replace => WriteOutcome::Replaced(rendered()?),
+        Operation::Delete => WriteOutcome::Deleted,
+    })
+}
+
+impl Store {
+    /// Applies several writes to one container in one transaction (one fsync). Each write
+    /// succeeds or fails on its own; a failed one changes nothing.
+    pub fn write_many(
+        &self,
+        database: &str,
+        container: &str,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<WriteOutcome>>> {
+        self.write_tx(self.commit_sync(), |tx| {
+            let def = defs::active_def(tx.read(), database, container)?;
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                match apply_op(tx, &def, op) {
+                    Err(Error::Storage(e)) => return Err(Error::Storage(e)),
+                    r => out.push(r),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Applies one write.
+    pub fn write(&self, database: &str, container: &str, op: WriteOp) -> Result<WriteOutcome> {
+        self.write_tx(self.commit_sync(), |tx| {
+            let def = defs::active_def(tx.read(), database, container)?;
+            apply_op(tx, &def, op)
+        })
+    }
+
+    /// Creates an item; [`Error::AlreadyExists`] if it exists.
+    pub fn create_item(&self, database: &str, container: &str, item: Value) -> Result<Item> {
+        match self.write(database, container, WriteOp::Create(item))? {
+            WriteOutcome::Created(i) => Ok(i),
+            other => Err(Error::Storage(format!("create returned {other:?}"))),
+        }
+    }
+
+    /// Creates or replaces an item; the flag says whether it was created.
+    pub fn upsert_item(
+        &self,
+        database: &str,
+        container: &str,
+        item: Value,
+    ) -> Result<(Item, bool)> {
+        match self.write(database, container, WriteOp::Upsert(item))? {
+            WriteOutcome::Created(i) => Ok((i, true)),
+            WriteOutcome::Replaced(i) => Ok((i, false)),
+            WriteOutcome::Deleted => Err(Error::Storage("upsert deleted".into())),
+        }
+    }
+
+    /// Replaces an existing item, optionally only if its etag is `if_match`.
+    pub fn replace_item(
+        &self,
+        database: &str,
+        container: &str,
+        id: &str,
+        item: Value,
+        if_match: Option<&str>,
+    ) -> Result<Item> {
+        let op = WriteOp::Replace {
+            id: id.to_owned(),
+            item,
+            if_match: if_match.map(str::to_owned),
+        };
+        match self.write(database, container, op)? {
+            WriteOutcome::Replaced(i) => Ok(i),
+            other => Err(Error::Storage(format!("replace returned {other:?}"))),
+        }
+    }
+
+    /// Deletes an existing item, optionally only if its etag is `if_match`.
+    pub fn delete_item(
+        &self,
+        database: &str,
+        container: &str,
+        partition_key: &PartitionKey,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<()> {
+        let op = WriteOp::Delete {
+            partition_key: partition_key.clone(),
+            id: id.to_owned(),
+            if_match: if_match.map(str::to_owned),
+        };
+        self.write(database, container, op).map(|_| ())
+    }
+
+    /// Reads an item.
+    pub fn read_item(
+        &self,
+        database: &str,
+        container: &str,
+        partition_key: &PartitionKey,
+        id: &str,
+    ) -> Result<Item> {
+        self.read_tx(|kv, _| {
+            let def = defs::active_def(kv, database, container)?;
+            let key = ItemKey {
+                partition_key: partition_key.clone(),
+                id: id.to_owned(),
+            };
+            load_item(kv, &item_key(def.creation_id, &key))?
+                .as_ref()
+                .and_then(render)
+                .ok_or_else(|| not_found(&key))
+        })
+    }
+
+    /// Lists visible items, all or one partition's, by partition key then id, in pages of at
+    /// most `max` items.
+    pub fn list_items(
+        &self,
+        database: &str,
+        container: &str,
+        partition_key: Option<&PartitionKey>,
+        continuation: Option<&str>,
+        max: usize,
+    ) -> Result<Page<Item>> {
+        let max = max.max(1);
+        self.read_tx(|kv, _| {
+            let def = defs::active_def(kv, database, container)?;
+            let prefix = match partition_key {
+                Some(pk) => partition_prefix(def.creation_id, pk),
+                None => def.creation_id.0.to_be_bytes().to_vec(),
+            };
+            let end = prefix_end(&prefix);
+            let mut from = match continuation {
+                Some(t) => {
+                    let k = decode_hex(t).ok_or_else(|| {
+                        Error::InvalidToken(format!("{t:?} is not a list continuation"))
+                    })?;
+                    if !k.starts_with(&prefix) {
+                        return Err(Error::InvalidToken(
+                            "the continuation belongs to another listing".into(),
+                        ));
+                    }
+                    k
+                }
+                None => prefix.clone(),
+            };
+            let mut items = Vec::new();
+            loop {
+                let chunk = kv.scan(Table::Items, &from, end.as_deref(), 256)?;
+                let Some((last, _)) = chunk.last() else {
+                    return Ok(Page {
+                        items,
+                        continuation: None,
+                    });
+                };
+                from = last.clone();
+                from.push(0);
+                for (k, v) in chunk {
+                    let rec: ItemRecord = decode("item", &v)?;
+                    if let Some(item) = render(&rec) {
+                        if items.len() == max {
+                            return Ok(Page {
+                                items,
+                                continuation: Some(encode_hex(&k)),
+                            });
+                        }
+                        items.push(item);
+                    }
+                }
+            }
+        })
+    }
+}
+
+pub(crate) fn encode_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.len() > 4096 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}

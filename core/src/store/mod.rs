@@ -1,0 +1,363 @@
+//! The store: one region's durable state and every operation on it.
+
+mod backend;
+pub(crate) mod codec;
+mod containers;
+mod defs;
+mod feeds;
+mod items;
+mod tx;
+
+use crate::causal::{Clock, Hlc, Incarnation, RegionId, Writer};
+use crate::resolve::{NoResolvers, ResolverHost};
+use crate::{Error, Result};
+use backend::{Backend, KvRead, Sync, Table};
+use codec::{ActorId, STORE_FORMAT, decode, encode};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use feeds::ApplyReport;
+pub use items::{Item, WriteOp, WriteOutcome};
+
+/// Name of the database file inside a data directory.
+pub const STORE_FILE: &str = "converge.redb";
+
+/// How commits reach the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is fsynced before it returns (the default): an acknowledged write survives
+    /// kill -9 and power loss.
+    #[default]
+    Immediate,
+    /// Commits return before fsync; [`Store::flush`] (or the next immediate commit) makes them
+    /// durable. Replication serves only what is durable. For bulk loads and benchmarks.
+    Deferred,
+}
+
+/// Options for opening a store.
+#[derive(Clone)]
+pub struct StoreOptions {
+    durability: Durability,
+    host: Arc<dyn ResolverHost>,
+    clock_source: Option<fn() -> u64>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::Immediate,
+            host: Arc::new(NoResolvers),
+            clock_source: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreOptions {
+    /// Default options: immediate durability, no resolver host.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how commits reach the disk.
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// Installs the host that runs custom resolvers (the WebAssembly sandbox).
+    pub fn resolver_host(mut self, host: Arc<dyn ResolverHost>) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// Replaces wall-clock time (milliseconds) as the clock's physical source; for simulations.
+    pub fn clock_source(mut self, f: fn() -> u64) -> Self {
+        self.clock_source = Some(f);
+        self
+    }
+}
+
+/// Counters a region keeps about its own history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Writes that were covered by a later write while never visible here: lost to LWW.
+    pub lost_to_lww: u64,
+    /// Remote timestamps too far ahead of local time, which the clock did not follow.
+    pub clock_skew_ignored: u64,
+    /// Versions discarded because their container was dropped.
+    pub discarded_dropped: u64,
+    /// Remote versions applied (not counting duplicates).
+    pub remote_applied: u64,
+    /// Remote versions ignored as already seen.
+    pub remote_duplicates: u64,
+}
+
+/// What a writer persists in the meta table after every transaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct WriterState {
+    counter: u64,
+    clock: Hlc,
+    next_lsn: u64,
+    incarnations: u64,
+    stats: StoreStats,
+}
+
+/// The writer side, behind one lock: writes are serialized.
+struct Writer_ {
+    state: WriterState,
+    clock: Clock,
+    durable_lsn: u64,
+}
+
+/// Region incarnations interned to small ids, so item records stay small.
+#[derive(Default)]
+struct Actors {
+    by_id: Vec<Writer>,
+    by_writer: HashMap<Writer, ActorId>,
+}
+
+/// One region's store.
+///
+/// Open it on a directory with [`Store::open`] (durable, redb) or in memory with
+/// [`Store::memory`]. Every method is safe to call from many threads; writes are serialized.
+pub struct Store {
+    backend: Backend,
+    region: RegionId,
+    incarnation: Incarnation,
+    writer: Mutex<Writer_>,
+    actors: RwLock<Actors>,
+    options: StoreOptions,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("region", &self.region)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
+const META_REGION: &[u8] = b"region";
+const META_FORMAT: &[u8] = b"format";
+const META_WRITER: &[u8] = b"writer";
+
+fn random_incarnation() -> Incarnation {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS; mix in time and pid so two opens never collide.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    Incarnation(h.finish().max(1))
+}
+
+impl Store {
+    /// Opens (or creates) the durable store of `region` in directory `dir`.
+    ///
+    /// The region name is stored when the directory is created; opening it as another region
+    /// fails with [`Error::RegionMismatch`]. Every open takes a new incarnation.
+    pub fn open(dir: impl AsRef<Path>, region: &str, options: StoreOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Self::with_backend(Backend::open_redb(&dir.join(STORE_FILE))?, region, options)
+    }
+
+    /// A store in memory (for tests and simulations); gone when dropped.
+    pub fn memory(region: &str, options: StoreOptions) -> Result<Self> {
+        Self::with_backend(Backend::memory(), region, options)
+    }
+
+    fn with_backend(backend: Backend, region: &str, options: StoreOptions) -> Result<Self> {
+        let region_id = RegionId::new(region)?;
+        let incarnation = random_incarnation();
+        let (state, actors) = backend.write(Sync::Durable, |kv| {
+            match kv.get(Table::Meta, META_FORMAT)? {
+                Some(f) => {
+                    let found: u32 = decode("format", &f)?;
+                    if found > STORE_FORMAT {
+                        return Err(Error::FormatTooNew {
+                            found,
+                            supported: STORE_FORMAT,
+                        });
+                    }
+                }
+                None => kv.put(Table::Meta, META_FORMAT, &encode(&STORE_FORMAT)?)?,
+            }
+            match kv.get(Table::Meta, META_REGION)? {
+                Some(r) => {
+                    let stored: String = decode("region", &r)?;
+                    if stored != region {
+                        return Err(Error::RegionMismatch {
+                            stored,
+                            requested: region.into(),
+                        });
+                    }
+                }
+                None => kv.put(Table::Meta, META_REGION, &encode(&region)?)?,
+            }
+            let mut state = match kv.get(Table::Meta, META_WRITER)? {
+                Some(b) => decode::<WriterState>("writer", &b)?,
+                None => WriterState {
+                    counter: 0,
+                    clock: Hlc::default(),
+                    next_lsn: 1,
+                    incarnations: 0,
+                    stats: StoreStats::default(),
+                },
+            };
+            // The log records where each incarnation began, so pullers resume from there.
+            state.incarnations += 1;
+            kv.put(
+                Table::Incarnations,
+                &state.incarnations.to_be_bytes(),
+                &encode(&(incarnation, state.next_lsn))?,
+            )?;
+            let mut actors = Actors::default();
+            for (_, v) in kv.scan(Table::Actors, &[], None, usize::MAX)? {
+                let w: Writer = decode("actor", &v)?;
+                actors
+                    .by_writer
+                    .insert(w.clone(), actors.by_id.len() as ActorId);
+                actors.by_id.push(w);
+            }
+            let me = actors.by_id.len() as ActorId;
+            let w: Writer = (region_id.clone(), incarnation);
+            kv.put(Table::Actors, &me.to_be_bytes(), &encode(&w)?)?;
+            actors.by_writer.insert(w.clone(), me);
+            actors.by_id.push(w);
+            kv.put(Table::Meta, META_WRITER, &encode(&state)?)?;
+            Ok((state, actors))
+        })?;
+        let clock = match options.clock_source {
+            Some(f) => Clock::with_source(state.clock, f),
+            None => Clock::new(state.clock),
+        };
+        let durable_lsn = state.next_lsn - 1;
+        Ok(Store {
+            backend,
+            region: region_id,
+            incarnation,
+            writer: Mutex::new(Writer_ {
+                state,
+                clock,
+                durable_lsn,
+            }),
+            actors: RwLock::new(actors),
+            options,
+        })
+    }
+
+    /// This region's name.
+    pub fn region(&self) -> &RegionId {
+        &self.region
+    }
+
+    /// The incarnation this open took.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// The region's counters.
+    pub fn stats(&self) -> StoreStats {
+        self.writer
+            .lock()
+            .map(|w| w.state.stats)
+            .unwrap_or_default()
+    }
+
+    /// Makes every commit so far durable (a no-op under immediate durability).
+    pub fn flush(&self) -> Result<()> {
+        self.write_tx(Sync::Durable, |_| Ok(()))
+    }
+
+    /// Runs `f` in one write transaction with the writer lock held.
+    fn write_tx<R>(&self, sync: Sync, f: impl FnOnce(&mut tx::Tx<'_>) -> Result<R>) -> Result<R> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| Error::Storage("writer lock poisoned".into()))?;
+        let saved = w.state.clone();
+        let saved_clock = w.clock.clone();
+        let mut new_actors = Vec::new();
+        let out = {
+            let actors = self
+                .actors
+                .read()
+                .map_err(|_| Error::Storage("actor lock poisoned".into()))?;
+            let w = &mut *w;
+            self.backend.write(sync, |kv| {
+                let mut t = tx::Tx::new(
+                    self,
+                    kv,
+                    &mut w.state,
+                    &mut w.clock,
+                    &actors,
+                    &mut new_actors,
+                );
+                let r = f(&mut t)?;
+                t.finish()?;
+                Ok(r)
+            })
+        };
+        match out {
+            Ok(r) => {
+                if !new_actors.is_empty() {
+                    let mut a = self
+                        .actors
+                        .write()
+                        .map_err(|_| Error::Storage("actor lock poisoned".into()))?;
+                    for nw in new_actors {
+                        let id = a.by_id.len() as ActorId;
+                        a.by_writer.insert(nw.clone(), id);
+                        a.by_id.push(nw);
+                    }
+                }
+                if sync == Sync::Durable || matches!(self.backend, Backend::Memory(_)) {
+                    w.durable_lsn = w.state.next_lsn - 1;
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                w.state = saved;
+                w.clock = saved_clock;
+                Err(e)
+            }
+        }
+    }
+
+    /// How an ordinary commit syncs under the store's durability.
+    fn commit_sync(&self) -> Sync {
+        match self.options.durability {
+            Durability::Immediate => Sync::Durable,
+            Durability::Deferred => Sync::Lazy,
+        }
+    }
+
+    fn read_tx<R>(&self, f: impl FnOnce(&dyn KvRead, &Actors) -> Result<R>) -> Result<R> {
+        let actors = self
+            .actors
+            .read()
+            .map_err(|_| Error::Storage("actor lock poisoned".into()))?;
+        self.backend.read(|kv| f(kv, &actors))
+    }
+}
