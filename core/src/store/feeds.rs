@@ -167,18 +167,20 @@ impl Store {
             let mut next = from;
             if from < durable {
                 let end = (durable + 1).to_be_bytes();
-                for (k, v) in kv.scan(
-                    Table::Log,
-                    &(from + 1).to_be_bytes(),
-                    Some(&end),
-                    max.max(1),
-                )? {
+                let max = max.max(1);
+                let rows = kv.scan(Table::Log, &(from + 1).to_be_bytes(), Some(&end), max)?;
+                let full = rows.len() == max;
+                for (k, v) in rows {
                     next = u64::from_be_bytes(
                         k.as_slice()
                             .try_into()
                             .map_err(|_| Error::Storage("malformed log key".into()))?,
                     );
                     versions.push(decode::<Version>("log", &v)?);
+                }
+                // Positions without a log entry (changes that were not versions) are skipped.
+                if !full {
+                    next = durable;
                 }
             }
             Ok(Batch {
@@ -233,6 +235,53 @@ impl Store {
         self.read_tx(|kv, _| match kv.get(Table::Cursors, peer.as_bytes())? {
             Some(b) => decode("cursor", &b),
             None => Ok(Cursor::START),
+        })
+    }
+}
+
+/// The causal state of one item in one region: for inspection, tests and simulations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemState {
+    /// The dots of the current siblings, sorted.
+    pub siblings: Vec<crate::causal::Dot>,
+    /// Every version seen, as a version vector.
+    pub context: crate::causal::Context<crate::causal::Writer>,
+}
+
+impl Store {
+    /// The siblings and context of an item of a given creation (`None` if never seen here).
+    pub fn item_state(
+        &self,
+        creation: crate::model::CreationId,
+        key: &crate::model::ItemKey,
+    ) -> Result<Option<ItemState>> {
+        self.read_tx(|kv, actors| {
+            let Some(rec) = load_item(kv, &super::codec::item_key(creation, key))? else {
+                return Ok(None);
+            };
+            let writer = |a: &u32| actors.by_id.get(*a as usize).cloned();
+            let mut siblings = Vec::new();
+            for s in &rec.siblings {
+                let (region, incarnation) =
+                    writer(&s.actor).ok_or_else(|| Error::Storage("unknown actor".into()))?;
+                siblings.push(crate::causal::Dot {
+                    region,
+                    incarnation,
+                    counter: s.counter,
+                });
+            }
+            siblings.sort();
+            let mut entries = Vec::new();
+            for (a, c) in rec.context.entries() {
+                entries.push((
+                    writer(a).ok_or_else(|| Error::Storage("unknown actor".into()))?,
+                    *c,
+                ));
+            }
+            Ok(Some(ItemState {
+                siblings,
+                context: crate::causal::Context::from_entries(entries),
+            }))
         })
     }
 }

@@ -18,7 +18,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use feeds::ApplyReport;
+pub use feeds::{ApplyReport, ItemState};
+
+/// Parses a definition body as the system container stores it.
+pub(crate) fn parse_def_body(body: &str) -> Result<crate::model::ContainerDef> {
+    defs::parse_def(body)
+}
 pub use items::{Item, WriteOp, WriteOutcome};
 
 /// Name of the database file inside a data directory.
@@ -42,6 +47,7 @@ pub struct StoreOptions {
     durability: Durability,
     host: Arc<dyn ResolverHost>,
     clock_source: Option<fn() -> u64>,
+    incarnation_source: Option<fn() -> u64>,
 }
 
 impl Default for StoreOptions {
@@ -50,6 +56,7 @@ impl Default for StoreOptions {
             durability: Durability::Immediate,
             host: Arc::new(NoResolvers),
             clock_source: None,
+            incarnation_source: None,
         }
     }
 }
@@ -77,6 +84,13 @@ impl StoreOptions {
     /// Installs the host that runs custom resolvers (the WebAssembly sandbox).
     pub fn resolver_host(mut self, host: Arc<dyn ResolverHost>) -> Self {
         self.host = host;
+        self
+    }
+
+    /// Replaces the random source of incarnations; for reproducible simulations only (two opens
+    /// must never take the same incarnation).
+    pub fn incarnation_source(mut self, f: fn() -> u64) -> Self {
+        self.incarnation_source = Some(f);
         self
     }
 
@@ -189,7 +203,10 @@ impl Store {
 
     fn with_backend(backend: Backend, region: &str, options: StoreOptions) -> Result<Self> {
         let region_id = RegionId::new(region)?;
-        let incarnation = random_incarnation();
+        let incarnation = match options.incarnation_source {
+            Some(f) => Incarnation(f().max(1)),
+            None => random_incarnation(),
+        };
         let (state, actors) = backend.write(Sync::Durable, |kv| {
             match kv.get(Table::Meta, META_FORMAT)? {
                 Some(f) => {

@@ -240,6 +240,14 @@ impl<'a> Tx<'a> {
         let mut rec = defs::load_item(&*self.kv, &ik)?.unwrap_or_else(ItemRecord::empty);
         let actor = self.intern(&v.dot.writer())?;
         if rec.context.covers(&actor, v.dot.counter) {
+            // A drop takes effect even when a later version already covers it: the set of
+            // dropped creations grows independently of causal order. Otherwise a region that
+            // saw the re-creation first would never learn that the old creation is gone.
+            if system && v.deleted && !self.drop_known(v)? {
+                let lsn = self.alloc_lsn();
+                self.kv.put(Table::Log, &lsn.to_be_bytes(), &encode(v)?)?;
+                return self.apply_definition(v, &ik, rec, lsn).map(Some);
+            }
             if !local {
                 self.st.stats.remote_duplicates += 1;
             }
@@ -282,6 +290,15 @@ impl<'a> Tx<'a> {
         }
         self.refresh(v.creation, &v.key, &ik, rec, Some(lsn))
             .map(Some)
+    }
+
+    /// Whether the creation a drop version drops is already known as dropped.
+    fn drop_known(&self, v: &Version) -> Result<bool> {
+        let body = v
+            .body
+            .as_deref()
+            .ok_or_else(|| Error::CorruptBatch("drop without body".into()))?;
+        defs::is_dropped(&*self.kv, defs::parse_def(body)?.creation_id)
     }
 
     /// The definition-specific part of applying a version of the system container.
@@ -510,6 +527,9 @@ impl<'a> Tx<'a> {
         };
         let feed = def.map(|d| (d.database.clone(), d.name.clone()));
         let sibs = &rec.siblings;
+        if sibs.is_empty() {
+            return hidden(feed);
+        }
         let order: Vec<usize> = if sibs.len() == 1 {
             vec![0]
         } else {

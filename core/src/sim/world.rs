@@ -1,0 +1,567 @@
+//! The simulated world: regions, links, in-flight batches, and the random schedule.
+
+use super::oracle;
+use super::rng::Rng;
+use crate::Error;
+use crate::model::{ConflictPolicy, PartitionKey};
+use crate::replicate::{Batch, Version};
+use crate::resolve::ResolverHost;
+use crate::store::{Durability, Store, StoreOptions, WriteOp};
+use serde_json::json;
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The database and container every simulation writes to.
+pub(crate) const DB: &str = "sim";
+pub(crate) const CONTAINER: &str = "items";
+pub(crate) const PK_PATH: &str = "/pk";
+const IDS: [&str; 3] = ["a", "b", "c"];
+const PKS: [&str; 2] = ["p", "q"];
+
+/// Which conflict policy the simulated container uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimPolicy {
+    /// LWW; the path switches between `/_ts` and `/n` during the run.
+    Lww,
+    /// Manual: every conflict in the feed.
+    Manual,
+    /// A custom resolver of this name, run by the configured host.
+    Custom(String),
+}
+
+/// One simulation run.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Everything derives from it.
+    pub seed: u64,
+    /// The container's policy.
+    pub policy: SimPolicy,
+    /// Whether region 0 is a durable (redb) store that is closed and reopened mid-run.
+    pub durable: bool,
+    /// Random steps before the final exchange.
+    pub steps: usize,
+    /// The resolver host for [`SimPolicy::Custom`].
+    pub host: Option<Arc<dyn ResolverHost>>,
+    /// Whether containers may be dropped and re-created during the run.
+    pub drops: bool,
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("seed", &self.seed)
+            .field("policy", &self.policy)
+            .field("durable", &self.durable)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimConfig {
+    /// A configuration with the defaults: 3 to 7 in-memory regions, about 80 steps, drops on.
+    pub fn new(seed: u64, policy: SimPolicy) -> Self {
+        SimConfig {
+            seed,
+            policy,
+            durable: false,
+            steps: 80,
+            host: None,
+            drops: true,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// Number of regions.
+    pub regions: usize,
+    /// Writes acknowledged.
+    pub writes: usize,
+    /// Batches and version sets delivered.
+    pub deliveries: usize,
+    /// Durable region restarts.
+    pub restarts: usize,
+    /// Container drops.
+    pub drops: usize,
+    /// Items in conflict at the end.
+    pub items_in_conflict: usize,
+    /// Open conflict records per region at the end.
+    pub open_conflicts: usize,
+}
+
+/// A run whose regions disagreed, lost a version, or failed unexpectedly.
+#[derive(Debug)]
+pub struct SimFailure {
+    /// The seed to replay.
+    pub seed: u64,
+    /// What went wrong.
+    pub message: String,
+    /// The last steps of the schedule.
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "simulation seed {} failed: {}", self.seed, self.message)?;
+        writeln!(f, "replay with CONVERGE_SIM_SEED={}", self.seed)?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    static NOW: Cell<u64> = const { Cell::new(0) };
+    static INCARNATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn sim_now() -> u64 {
+    NOW.with(Cell::get)
+}
+
+fn sim_incarnation() -> u64 {
+    INCARNATIONS.with(|c| {
+        let mut r = Rng::new(c.get());
+        c.set(c.get() + 1);
+        r.next_u64()
+    })
+}
+
+pub(crate) struct Region {
+    pub name: String,
+    pub store: Option<Store>,
+    dir: Option<PathBuf>,
+    /// This region's clock offset from simulated time, ms.
+    skew: i64,
+}
+
+pub(crate) struct World {
+    pub cfg: SimConfig,
+    pub rng: Rng,
+    pub regions: Vec<Region>,
+    cut: HashSet<(usize, usize)>,
+    in_flight: Vec<(usize, Vec<Version>)>,
+    time: u64,
+    pub report: SimReport,
+    pub trace: Vec<String>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for r in &mut self.regions {
+            r.store = None;
+            if let Some(d) = &r.dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+}
+
+/// Runs one simulation and checks the oracle.
+pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
+    let mut world = World::new(cfg.clone()).map_err(|e| SimFailure {
+        seed: cfg.seed,
+        message: format!("setup failed: {e}"),
+        trace: vec![],
+    })?;
+    let result = world
+        .run_schedule()
+        .and_then(|()| world.exchange_all())
+        .and_then(|()| oracle::check(&mut world));
+    match result {
+        Ok(()) => Ok(world.report.clone()),
+        Err(message) => {
+            let skip = world.trace.len().saturating_sub(200);
+            Err(SimFailure {
+                seed: cfg.seed,
+                message,
+                trace: world.trace.split_off(skip),
+            })
+        }
+    }
+}
+
+impl World {
+    fn new(cfg: SimConfig) -> Result<Self, Error> {
+        let mut rng = Rng::new(cfg.seed);
+        INCARNATIONS.with(|c| c.set(cfg.seed.wrapping_mul(1_000_003)));
+        let n = rng.range(3, 7) as usize;
+        let time = 1_764_230_400_000;
+        let mut world = World {
+            rng,
+            regions: Vec::new(),
+            cut: HashSet::new(),
+            in_flight: Vec::new(),
+            time,
+            report: SimReport {
+                regions: n,
+                ..SimReport::default()
+            },
+            trace: Vec::new(),
+            cfg,
+        };
+        for i in 0..n {
+            let skew = world.rng.range(0, 4000) as i64 - 2000;
+            let dir = (i == 0 && world.cfg.durable).then(|| {
+                static DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::env::temp_dir().join(format!(
+                    "converge-sim-{}-{}-{n}",
+                    std::process::id(),
+                    world.cfg.seed
+                ))
+            });
+            world.regions.push(Region {
+                name: format!("r{i}"),
+                store: None,
+                dir,
+                skew,
+            });
+            world.open(i)?;
+        }
+        // Every region creates the container independently, as a deployment script would.
+        let policy = world.initial_policy();
+        for i in 0..n {
+            world.at(i);
+            world
+                .store(i)
+                .put_container(DB, CONTAINER, PK_PATH, policy.clone())?;
+        }
+        Ok(world)
+    }
+
+    fn initial_policy(&self) -> ConflictPolicy {
+        match &self.cfg.policy {
+            SimPolicy::Lww => ConflictPolicy::default(),
+            SimPolicy::Manual => ConflictPolicy::Manual,
+            SimPolicy::Custom(name) => ConflictPolicy::Custom {
+                resolver: name.clone(),
+                hash: None,
+                limits: Default::default(),
+            },
+        }
+    }
+
+    fn options(&self) -> StoreOptions {
+        let mut o = StoreOptions::new()
+            .clock_source(sim_now)
+            .incarnation_source(sim_incarnation)
+            .durability(Durability::Deferred);
+        if let Some(h) = &self.cfg.host {
+            o = o.resolver_host(h.clone());
+        }
+        o
+    }
+
+    fn open(&mut self, i: usize) -> Result<(), Error> {
+        let opts = self.options();
+        let r = &mut self.regions[i];
+        r.store = Some(match &r.dir {
+            Some(d) => Store::open(d, &r.name, opts)?,
+            None => Store::memory(&r.name, opts)?,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn store(&self, i: usize) -> &Store {
+        self.regions[i]
+            .store
+            .as_ref()
+            .expect("regions are open outside restarts")
+    }
+
+    /// Sets simulated time as region `i` sees it.
+    fn at(&self, i: usize) {
+        NOW.with(|c| c.set(self.time.saturating_add_signed(self.regions[i].skew)));
+    }
+
+    fn log(&mut self, line: String) {
+        self.trace.push(line);
+    }
+
+    fn run_schedule(&mut self) -> Result<(), String> {
+        for step in 0..self.cfg.steps {
+            self.time += self.rng.below(4);
+            let roll = self.rng.below(1000);
+            let r = match roll {
+                0..=479 => self.step_write(step),
+                480..=719 => self.step_pull(),
+                720..=819 => self.step_gossip(),
+                820..=879 => {
+                    self.step_partition();
+                    Ok(())
+                }
+                880..=919 => self.step_restart(),
+                920..=959 => self.step_in_flight(),
+                960..=989 => self.step_policy(),
+                _ => self.step_drop(),
+            };
+            r.map_err(|e| format!("step {step}: unexpected error: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn step_write(&mut self, step: usize) -> Result<(), Error> {
+        let i = self.rng.below(self.regions.len() as u64) as usize;
+        self.at(i);
+        let id = *self.rng.pick(&IDS);
+        let pk = *self.rng.pick(&PKS);
+        let body = json!({"id": id, "pk": pk, "n": self.rng.below(5), "by": self.regions[i].name, "step": step});
+        let if_match = if self.rng.chance(20) {
+            let current = self
+                .store(i)
+                .read_item(DB, CONTAINER, &PartitionKey::from(pk), id);
+            match current {
+                Ok(item) if self.rng.chance(80) => Some(item.etag),
+                _ => Some("\"0000000000000000\"".to_owned()),
+            }
+        } else {
+            None
+        };
+        let op = match self.rng.below(4) {
+            0 => WriteOp::Create(body),
+            1 => WriteOp::Replace {
+                id: id.into(),
+                item: body,
+                if_match,
+            },
+            2 => WriteOp::Upsert(body),
+            _ => WriteOp::Delete {
+                partition_key: PartitionKey::from(pk),
+                id: id.into(),
+                if_match,
+            },
+        };
+        let desc = format!("{op:?}");
+        let out = self.store(i).write(DB, CONTAINER, op);
+        self.log(format!(
+            "t={} {} write {desc} -> {:?}",
+            self.time,
+            self.regions[i].name,
+            out.as_ref().map(|_| "ok")
+        ));
+        match out {
+            Ok(_) => {
+                self.report.writes += 1;
+                Ok(())
+            }
+            Err(
+                Error::AlreadyExists { .. }
+                | Error::NotFound { .. }
+                | Error::PreconditionFailed { .. }
+                | Error::UnknownContainer { .. },
+            ) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn two(&mut self) -> (usize, usize) {
+        let n = self.regions.len() as u64;
+        let a = self.rng.below(n) as usize;
+        let b = (a + 1 + self.rng.below(n - 1) as usize) % n as usize;
+        (a, b)
+    }
+
+    /// A pull with the persisted cursor: the batch may be dropped, duplicated or delayed.
+    fn step_pull(&mut self) -> Result<(), Error> {
+        let (dst, src) = self.two();
+        if !self.linked(dst, src) {
+            return Ok(());
+        }
+        let cursor = self.store(dst).cursor(&self.regions[src].name)?;
+        let max = self.rng.range(1, 8) as usize;
+        let batch = self.store(src).read_log(cursor, max)?;
+        // The wire form is what travels; decoding is part of the path.
+        let batch = Batch::decode(&batch.encode())?;
+        let fate = self.rng.below(10);
+        self.log(format!(
+            "t={} {} pulls {} from {}: {} versions, fate {fate}",
+            self.time,
+            self.regions[dst].name,
+            self.regions[src].name,
+            cursor,
+            batch.versions.len()
+        ));
+        self.at(dst);
+        match fate {
+            0 => {} // dropped in transit: the cursor does not move
+            1 => {
+                self.store(dst).apply_batch(&batch)?;
+                self.store(dst).apply_batch(&batch)?;
+            }
+            2 | 3 => self.in_flight.push((dst, batch.versions)),
+            _ => {
+                self.store(dst).apply_batch(&batch)?;
+            }
+        }
+        self.report.deliveries += 1;
+        Ok(())
+    }
+
+    /// A random subset of a peer's log, in random order, in random chunks.
+    fn step_gossip(&mut self) -> Result<(), Error> {
+        let (dst, src) = self.two();
+        if !self.linked(dst, src) {
+            return Ok(());
+        }
+        let mut versions = self
+            .store(src)
+            .read_log(crate::Cursor::START, usize::MAX)?
+            .versions;
+        self.rng.shuffle(&mut versions);
+        let keep = self.rng.range(0, versions.len() as u64) as usize;
+        versions.truncate(keep);
+        self.log(format!(
+            "t={} gossip {} versions {} -> {}",
+            self.time, keep, self.regions[src].name, self.regions[dst].name
+        ));
+        self.at(dst);
+        while !versions.is_empty() {
+            let n = self.rng.range(1, versions.len() as u64) as usize;
+            let rest = versions.split_off(n);
+            self.store(dst).apply_versions(&versions)?;
+            versions = rest;
+        }
+        self.report.deliveries += 1;
+        Ok(())
+    }
+
+    fn step_partition(&mut self) {
+        if self.rng.chance(30) {
+            self.cut.clear();
+            self.log("heal all links".into());
+        } else {
+            let (a, b) = self.two();
+            self.cut.insert((a.min(b), a.max(b)));
+            self.log(format!(
+                "cut {}-{}",
+                self.regions[a].name, self.regions[b].name
+            ));
+        }
+    }
+
+    fn step_restart(&mut self) -> Result<(), Error> {
+        if self.regions[0].dir.is_none() {
+            return Ok(());
+        }
+        self.store(0).flush()?;
+        self.regions[0].store = None;
+        self.open(0)?;
+        self.report.restarts += 1;
+        self.log(format!(
+            "restart {} as {}",
+            self.regions[0].name,
+            self.store(0).incarnation()
+        ));
+        Ok(())
+    }
+
+    fn step_in_flight(&mut self) -> Result<(), Error> {
+        let mut batches = std::mem::take(&mut self.in_flight);
+        self.rng.shuffle(&mut batches);
+        for (dst, versions) in batches {
+            self.at(dst);
+            self.store(dst).apply_versions(&versions)?;
+            self.log(format!(
+                "late delivery of {} versions to {}",
+                versions.len(),
+                self.regions[dst].name
+            ));
+        }
+        Ok(())
+    }
+
+    fn step_policy(&mut self) -> Result<(), Error> {
+        if self.cfg.policy != SimPolicy::Lww {
+            return Ok(());
+        }
+        let i = self.rng.below(self.regions.len() as u64) as usize;
+        self.at(i);
+        let path = if self.rng.chance(50) { "/_ts" } else { "/n" };
+        let out = self.store(i).put_container(
+            DB,
+            CONTAINER,
+            PK_PATH,
+            ConflictPolicy::Lww { path: path.into() },
+        );
+        self.log(format!(
+            "{} sets lww path {path}: {:?}",
+            self.regions[i].name,
+            out.as_ref().map(|r| r.1)
+        ));
+        match out {
+            Ok(_) => Ok(()),
+            Err(Error::InvalidDefinition(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn step_drop(&mut self) -> Result<(), Error> {
+        if !self.cfg.drops {
+            return Ok(());
+        }
+        let i = self.rng.below(self.regions.len() as u64) as usize;
+        self.at(i);
+        match self.store(i).drop_container(DB, CONTAINER) {
+            Ok(()) | Err(Error::UnknownContainer { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.report.drops += 1;
+        let policy = self.initial_policy();
+        let def = self
+            .store(i)
+            .put_container(DB, CONTAINER, PK_PATH, policy)?;
+        self.log(format!(
+            "{} drops and re-creates the container: {:?}",
+            self.regions[i].name, def.0.creation_id
+        ));
+        Ok(())
+    }
+
+    /// Heals every link and pulls between all pairs until nothing new arrives.
+    fn exchange_all(&mut self) -> Result<(), String> {
+        self.cut.clear();
+        self.step_in_flight().map_err(|e| e.to_string())?;
+        let n = self.regions.len();
+        for round in 0..20 {
+            let mut applied = 0;
+            for dst in 0..n {
+                for src in (0..n).filter(|&s| s != dst) {
+                    self.store(src).flush().map_err(|e| e.to_string())?;
+                    loop {
+                        let cursor = self
+                            .store(dst)
+                            .cursor(&self.regions[src].name)
+                            .map_err(|e| e.to_string())?;
+                        let batch = self
+                            .store(src)
+                            .read_log(cursor, 64)
+                            .map_err(|e| e.to_string())?;
+                        self.at(dst);
+                        applied += self
+                            .store(dst)
+                            .apply_batch(&batch)
+                            .map_err(|e| e.to_string())?
+                            .applied;
+                        if !batch.more {
+                            break;
+                        }
+                    }
+                }
+            }
+            self.log(format!("exchange round {round}: {applied} applied"));
+            if applied == 0 {
+                return Ok(());
+            }
+        }
+        Err("full exchange did not quiesce in 20 rounds".into())
+    }
+}
