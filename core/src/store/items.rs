@@ -294,7 +294,8 @@ impl Store {
         })
     }
 
-    /// Lists visible items, all or one partition's, by partition key then id, in pages of at
+    /// Lists visible items, all or one partition's, grouped by partition and sorted by id
+    /// within one (a stable order), in pages of at
     /// most `max` items.
     pub fn list_items(
         &self,

@@ -1,0 +1,53 @@
+//! Helpers shared by the behaviour tests.
+#![allow(dead_code)]
+
+use converge_core::{Batch, Cursor, Store, StoreOptions};
+use std::cell::Cell;
+
+thread_local! {
+    static NOW: Cell<u64> = const { Cell::new(1_764_230_400_000) };
+}
+
+fn now() -> u64 {
+    NOW.with(Cell::get)
+}
+
+/// Sets the physical time every test store on this thread sees: ms after a fixed base.
+pub fn set_time(ms: u64) {
+    NOW.with(|c| c.set(1_764_230_400_000 + ms));
+}
+
+/// A memory store on the test clock.
+pub fn region(name: &str) -> Store {
+    Store::memory(name, StoreOptions::new().clock_source(now)).expect("memory store")
+}
+
+/// Everything `from` has, as one batch.
+pub fn everything(from: &Store) -> Batch {
+    from.read_log(Cursor::START, usize::MAX).expect("read log")
+}
+
+/// Pulls from `src` into `dst` with `dst`'s saved cursor until caught up.
+pub fn pull(dst: &Store, src: &Store) {
+    loop {
+        let c = dst.cursor(src.region().as_str()).expect("cursor");
+        let b = src.read_log(c, 100).expect("read log");
+        dst.apply_batch(&b).expect("apply");
+        if !b.more {
+            break;
+        }
+    }
+}
+
+/// Full exchange between all stores.
+pub fn exchange(stores: &[&Store]) {
+    for _ in 0..2 {
+        for a in stores {
+            for b in stores {
+                if a.region() != b.region() {
+                    pull(a, b);
+                }
+            }
+        }
+    }
+}
