@@ -38,7 +38,7 @@ fn crash_child_writer() {
         west.upsert_item(DB, C, json!({"id": id, "pk": "p", "n": n}))
             .expect("write");
         println!("ack {id} {n}");
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let cursor = west.cursor("east").expect("cursor");
             let batch = east.read_log(cursor, 3).expect("peer log");
             west.apply_batch(&batch).expect("apply peer batch");

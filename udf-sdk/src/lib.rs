@@ -1,1 +1,147 @@
-//! x
+//! # converge-udf-sdk
+//!
+//! The guest side of converge's resolver ABI (version 1): the typed input a resolver receives
+//! and the decision it returns. A resolver is a plain Rust function from [`Conflict`] to
+//! [`Decision`], so it can be unit-tested natively with `cargo test` before it is compiled to
+//! WebAssembly.
+//!
+//! ```
+//! use converge_udf_sdk::{Conflict, Decision, resolve_json};
+//!
+//! // Keep the version with the most lines; never resurrect a delete.
+//! fn most_lines(c: &Conflict) -> Decision {
+//!     if c.is_tombstone() {
+//!         return Decision::Delete;
+//!     }
+//!     let lines = |i: usize| c.versions[i].item.as_ref().and_then(|b| b["lines"].as_array()).map_or(0, Vec::len);
+//!     let best = (0..c.versions.len()).max_by_key(|&i| lines(i)).unwrap_or(0);
+//!     Decision::Pick(best)
+//! }
+//!
+//! let input = r#"{"abi":1,"container":"carts","id":"c1","partitionKey":"alice","versions":[
+//!   {"item":{"id":"c1","lines":[1]},"deleted":false,"region":"west","timestamp":2,"logical":0},
+//!   {"item":{"id":"c1","lines":[1,2]},"deleted":false,"region":"east","timestamp":1,"logical":0}]}"#;
+//! assert_eq!(resolve_json(input.as_bytes(), most_lines), r#"{"pick":1}"#);
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The ABI version this SDK implements.
+pub const ABI_VERSION: i32 = 1;
+
+/// One sibling, as the host hands it over (canonical order: the LWW winner first).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    /// The item's body, `_ts` included; `None` for a tombstone.
+    pub item: Option<Value>,
+    /// Whether this version is a delete.
+    pub deleted: bool,
+    /// The region that wrote it.
+    pub region: String,
+    /// HLC physical time, ms.
+    pub timestamp: u64,
+    /// HLC logical counter.
+    pub logical: u32,
+}
+
+/// A conflict: every sibling of one item, in canonical order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Conflict {
+    /// ABI version of the input.
+    pub abi: i32,
+    /// Container name.
+    pub container: String,
+    /// Item id.
+    pub id: String,
+    /// Partition key value.
+    pub partition_key: Value,
+    /// The siblings, at least two, the LWW winner first.
+    pub versions: Vec<Version>,
+}
+
+impl Conflict {
+    /// Cosmos's `incoming`: the first version in canonical order.
+    pub fn incoming(&self) -> &Version {
+        &self.versions[0]
+    }
+
+    /// Cosmos's `existing`: the second version in canonical order.
+    pub fn existing(&self) -> &Version {
+        &self.versions[1]
+    }
+
+    /// Cosmos's `conflicting`: the rest.
+    pub fn conflicting(&self) -> &[Version] {
+        &self.versions[2..]
+    }
+
+    /// Cosmos's `isTombstone`: whether any version is a delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.versions.iter().any(|v| v.deleted)
+    }
+}
+
+/// What a resolver decides.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Show the version at this index of [`Conflict::versions`].
+    Pick(usize),
+    /// Show this new body (same `id` and partition key).
+    Merge(Value),
+    /// Delete the item.
+    Delete,
+    /// Decide nothing: the conflict goes to the conflicts feed with this reason.
+    Defer(String),
+}
+
+impl Decision {
+    /// The ABI's output JSON.
+    pub fn to_json(&self) -> String {
+        let v = match self {
+            Decision::Pick(i) => serde_json::json!({ "pick": i }),
+            Decision::Merge(body) => serde_json::json!({ "merge": body }),
+            Decision::Delete => serde_json::json!({ "delete": true }),
+            Decision::Defer(reason) => serde_json::json!({ "defer": reason }),
+        };
+        v.to_string()
+    }
+}
+
+/// Decodes ABI input, runs `resolver`, and encodes its decision. Input that is not a valid
+/// conflict defers with the decoding error as the reason, so the host records it.
+pub fn resolve_json(input: &[u8], resolver: impl Fn(&Conflict) -> Decision) -> String {
+    match serde_json::from_slice::<Conflict>(input) {
+        Ok(c) if c.versions.len() >= 2 => resolver(&c).to_json(),
+        Ok(_) => Decision::Defer("input has fewer than two versions".into()).to_json(),
+        Err(e) => Decision::Defer(format!("cannot decode the input: {e}")).to_json(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_encode_as_the_abi_says() {
+        assert_eq!(Decision::Pick(2).to_json(), r#"{"pick":2}"#);
+        assert_eq!(Decision::Delete.to_json(), r#"{"delete":true}"#);
+        assert_eq!(Decision::Defer("x".into()).to_json(), r#"{"defer":"x"}"#);
+        assert_eq!(
+            Decision::Merge(serde_json::json!({"id": "a"})).to_json(),
+            r#"{"merge":{"id":"a"}}"#
+        );
+    }
+
+    #[test]
+    fn bad_input_defers_instead_of_panicking() {
+        assert!(
+            resolve_json(b"not json", |_| Decision::Delete)
+                .starts_with(r#"{"defer":"cannot decode"#)
+        );
+        let one = r#"{"abi":1,"container":"c","id":"i","partitionKey":1,"versions":[
+            {"item":null,"deleted":true,"region":"w","timestamp":1,"logical":0}]}"#;
+        assert!(resolve_json(one.as_bytes(), |_| Decision::Delete).contains("fewer than two"));
+    }
+}

@@ -360,7 +360,7 @@ pub(crate) fn encode_hex(b: &[u8]) -> String {
 }
 
 pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 4096 {
+    if !s.len().is_multiple_of(2) || s.len() > 4096 {
         return None;
     }
     (0..s.len())
