@@ -1,1 +1,69 @@
-//! x
+//! Workloads shared by converge's benchmarks: remote versions to apply, and the bare-redb
+//! baselines they are compared with in the same run.
+
+use converge_core::{ConflictPolicy, Cursor, Store, StoreOptions, Version};
+use redb::{Database, TableDefinition};
+use serde_json::json;
+
+/// Database and container of every benchmark.
+pub const DB: &str = "bench";
+/// Container name.
+pub const CONTAINER: &str = "items";
+
+/// A JSON item of about `size` bytes.
+pub fn item(id: usize, size: usize) -> serde_json::Value {
+    let pad = "x".repeat(size.saturating_sub(60));
+    json!({"id": format!("item-{id}"), "pk": format!("p{}", id % 64), "n": id, "pad": pad})
+}
+
+/// A memory store with the benchmark container (LWW on `/_ts`).
+pub fn memory_store(region: &str) -> Store {
+    let s = Store::memory(region, StoreOptions::new()).expect("memory store");
+    s.put_container(DB, CONTAINER, "/pk", ConflictPolicy::default())
+        .expect("container");
+    s
+}
+
+/// `count` remote versions of ~`size`-byte items written in region `source` over `distinct`
+/// ids, in log order, with the container definition first.
+pub fn remote_versions(source: &str, count: usize, distinct: usize, size: usize) -> Vec<Version> {
+    let s = Store::memory(
+        source,
+        StoreOptions::new().durability(converge_core::Durability::Deferred),
+    )
+    .expect("source");
+    s.put_container(DB, CONTAINER, "/pk", ConflictPolicy::default())
+        .expect("container");
+    let ops: Vec<_> = (0..count)
+        .map(|i| converge_core::WriteOp::Upsert(item(i % distinct, size)))
+        .collect();
+    for chunk in ops.chunks(10_000) {
+        s.write_many(DB, CONTAINER, chunk.to_vec()).expect("write");
+    }
+    s.read_log(Cursor::START, usize::MAX).expect("log").versions
+}
+
+/// The table the bare-redb baselines write.
+pub const BARE: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("bare");
+
+/// A bare redb database for the baselines.
+pub fn bare_redb(path: &std::path::Path) -> Database {
+    let db = Database::create(path).expect("redb");
+    let tx = db.begin_write().expect("tx");
+    tx.open_table(BARE).expect("table");
+    tx.commit().expect("commit");
+    db
+}
+
+/// Peak resident memory of this process so far (VmHWM), in KiB; 0 where /proc is missing.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}

@@ -57,6 +57,6 @@ pub use resolve::{
     CanonicalVersion, LwwKey, NoResolvers, NumberKey, Outcome, ResolveRequest, ResolverHost,
 };
 pub use store::{
-    ApplyReport, Durability, Item, ItemState, STORE_FILE, Store, StoreOptions, StoreStats, WriteOp,
-    WriteOutcome,
+    ApplyReport, DEFAULT_CACHE_BYTES, Durability, Item, ItemState, STORE_FILE, Store, StoreOptions,
+    StoreStats, WriteOp, WriteOutcome,
 };

@@ -142,7 +142,10 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
         let s0 = world.store(0).item_state(*cid, key).map_err(e)?;
         for i in 1..n {
             let si = world.store(i).item_state(*cid, key).map_err(e)?;
-            if si != s0 {
+            let causal = |s: &Option<crate::ItemState>| {
+                s.as_ref().map(|s| (s.siblings.clone(), s.context.clone()))
+            };
+            if causal(&si) != causal(&s0) {
                 return Err(format!(
                     "item {key:?} of {cid:?}: siblings or context differ:\n {}: {s0:?}\n {}: {si:?}",
                     name(0),

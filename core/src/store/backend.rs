@@ -98,10 +98,13 @@ impl Backend {
         Backend::Memory(Mutex::new(vec![BTreeMap::new(); TABLE_COUNT]))
     }
 
-    pub(crate) fn open_redb(path: &Path) -> Result<Self> {
-        let db = redb::Database::create(path).map_err(|e| {
-            Error::Storage(format!("cannot open the store at {}: {e}", path.display()))
-        })?;
+    pub(crate) fn open_redb(path: &Path, cache_bytes: usize) -> Result<Self> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| {
+                Error::Storage(format!("cannot open the store at {}: {e}", path.display()))
+            })?;
         let tx = db.begin_write().map_err(Error::storage)?;
         for t in Table::ALL {
             tx.open_table(t.definition()).map_err(Error::storage)?;
@@ -342,6 +345,6 @@ mod tests {
     fn memory_and_redb_behave_alike() {
         exercise(&Backend::memory());
         let dir = tempfile::tempdir().expect("tempdir");
-        exercise(&Backend::open_redb(&dir.path().join("s.redb")).expect("open"));
+        exercise(&Backend::open_redb(&dir.path().join("s.redb"), 1 << 20).expect("open"));
     }
 }

@@ -246,6 +246,10 @@ pub struct ItemState {
     pub siblings: Vec<crate::causal::Dot>,
     /// Every version seen, as a version vector.
     pub context: crate::causal::Context<crate::causal::Writer>,
+    /// Bytes the item's record takes in the store (bodies and causal metadata, not the key).
+    pub stored_bytes: usize,
+    /// Bytes of the sibling bodies in it.
+    pub body_bytes: usize,
 }
 
 impl Store {
@@ -256,9 +260,16 @@ impl Store {
         key: &crate::model::ItemKey,
     ) -> Result<Option<ItemState>> {
         self.read_tx(|kv, actors| {
-            let Some(rec) = load_item(kv, &super::codec::item_key(creation, key))? else {
+            let Some(raw) = kv.get(Table::Items, &super::codec::item_key(creation, key))? else {
                 return Ok(None);
             };
+            let rec: ItemRecord = decode("item", &raw)?;
+            let body_bytes = rec
+                .siblings
+                .iter()
+                .filter_map(|s| s.body.as_ref())
+                .map(String::len)
+                .sum();
             let writer = |a: &u32| actors.by_id.get(*a as usize).cloned();
             let mut siblings = Vec::new();
             for s in &rec.siblings {
@@ -281,6 +292,8 @@ impl Store {
             Ok(Some(ItemState {
                 siblings,
                 context: crate::causal::Context::from_entries(entries),
+                stored_bytes: raw.len(),
+                body_bytes,
             }))
         })
     }

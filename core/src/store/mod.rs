@@ -29,6 +29,9 @@ pub use items::{Item, WriteOp, WriteOutcome};
 /// Name of the database file inside a data directory.
 pub const STORE_FILE: &str = "converge.redb";
 
+/// Default memory the embedded database may use to cache pages (64 MiB).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 /// How commits reach the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -48,6 +51,7 @@ pub struct StoreOptions {
     host: Arc<dyn ResolverHost>,
     clock_source: Option<fn() -> u64>,
     incarnation_source: Option<fn() -> u64>,
+    cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -57,6 +61,7 @@ impl Default for StoreOptions {
             host: Arc::new(NoResolvers),
             clock_source: None,
             incarnation_source: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -84,6 +89,13 @@ impl StoreOptions {
     /// Installs the host that runs custom resolvers (the WebAssembly sandbox).
     pub fn resolver_host(mut self, host: Arc<dyn ResolverHost>) -> Self {
         self.host = host;
+        self
+    }
+
+    /// Sets the memory the embedded database may use to cache pages. The store's memory use is
+    /// bounded by it, whatever the number of items.
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 
@@ -193,7 +205,8 @@ impl Store {
                 dir.display()
             ))
         })?;
-        Self::with_backend(Backend::open_redb(&dir.join(STORE_FILE))?, region, options)
+        let backend = Backend::open_redb(&dir.join(STORE_FILE), options.cache_bytes)?;
+        Self::with_backend(backend, region, options)
     }
 
     /// A store in memory (for tests and simulations); gone when dropped.
