@@ -122,7 +122,7 @@ fn not_found(key: &ItemKey) -> Error {
     }
 }
 
-fn apply_op(tx: &mut Tx<'_>, def: &ContainerDef, op: WriteOp) -> Result<WriteOutcome> {
+pub(crate) fn apply_op(tx: &mut Tx<'_>, def: &ContainerDef, op: WriteOp) -> Result<WriteOutcome> {
     let cid = def.creation_id;
     let (key, body, if_match, intent) = match op {
         WriteOp::Create(v) => {
@@ -208,6 +208,9 @@ impl Store {
 
     /// Applies one write.
     pub fn write(&self, database: &str, container: &str, op: WriteOp) -> Result<WriteOutcome> {
+        if self.options.durability == super::Durability::GroupCommit {
+            return self.write_grouped(database, container, op);
+        }
         self.write_tx(self.commit_sync(), |tx| {
             let def = defs::active_def(tx.read(), database, container)?;
             apply_op(tx, &def, op)

@@ -5,6 +5,7 @@ pub(crate) mod codec;
 mod containers;
 mod defs;
 mod feeds;
+mod group;
 mod items;
 mod tx;
 
@@ -39,6 +40,9 @@ pub enum Durability {
     /// kill -9 and power loss.
     #[default]
     Immediate,
+    /// Like `Immediate`, but concurrent writers share one commit: each write still returns
+    /// only once it is on disk. For servers with many clients.
+    GroupCommit,
     /// Commits return before fsync; [`Store::flush`] (or the next immediate commit) makes them
     /// durable. Replication serves only what is durable. For bulk loads and benchmarks.
     Deferred,
@@ -126,6 +130,8 @@ pub struct StoreStats {
     pub remote_applied: u64,
     /// Remote versions ignored as already seen.
     pub remote_duplicates: u64,
+    /// Write transactions committed.
+    pub commits: u64,
 }
 
 /// What a writer persists in the meta table after every transaction.
@@ -162,6 +168,7 @@ pub struct Store {
     incarnation: Incarnation,
     writer: Mutex<Writer_>,
     actors: RwLock<Actors>,
+    group: group::GroupCommit,
     options: StoreOptions,
 }
 
@@ -293,6 +300,7 @@ impl Store {
                 durable_lsn,
             }),
             actors: RwLock::new(actors),
+            group: group::GroupCommit::default(),
             options,
         })
     }
@@ -378,7 +386,7 @@ impl Store {
     /// How an ordinary commit syncs under the store's durability.
     fn commit_sync(&self) -> Sync {
         match self.options.durability {
-            Durability::Immediate => Sync::Durable,
+            Durability::Immediate | Durability::GroupCommit => Sync::Durable,
             Durability::Deferred => Sync::Lazy,
         }
     }

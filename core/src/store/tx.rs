@@ -77,6 +77,7 @@ impl<'a> Tx<'a> {
     /// Persists the writer's counters; called once before commit.
     pub(super) fn finish(&mut self) -> Result<()> {
         self.st.clock = self.clock.last();
+        self.st.stats.commits += 1;
         let bytes = encode(&*self.st)?;
         self.kv.put(Table::Meta, META_WRITER, &bytes)
     }
