@@ -157,13 +157,10 @@ impl Backend {
                     Sync::Lazy => redb::Durability::None,
                 })
                 .map_err(Error::storage)?;
-                let out = {
-                    let mut tables = Vec::with_capacity(TABLE_COUNT);
-                    for t in Table::ALL {
-                        tables.push(tx.open_table(t.definition()).map_err(Error::storage)?);
-                    }
-                    f(&mut RedbWrite(tables))
-                };
+                let out = f(&mut RedbWrite {
+                    tx: &tx,
+                    tables: Default::default(),
+                });
                 match out {
                     Ok(v) => {
                         tx.commit().map_err(Error::storage)?;
@@ -281,29 +278,54 @@ fn redb_scan(
     Ok(out)
 }
 
-struct RedbWrite<'a>(Vec<redb::Table<'a, &'static [u8], &'static [u8]>>);
+type RedbTable<'a> = redb::Table<'a, &'static [u8], &'static [u8]>;
+
+/// A write transaction whose tables are opened on first use: a commit that touches four
+/// tables does not pay for opening ten.
+struct RedbWrite<'a> {
+    tx: &'a redb::WriteTransaction,
+    tables: [std::cell::OnceCell<std::cell::RefCell<RedbTable<'a>>>; TABLE_COUNT],
+}
+
+impl<'a> RedbWrite<'a> {
+    fn table(&self, table: Table) -> Result<&std::cell::RefCell<RedbTable<'a>>> {
+        let cell = &self.tables[table as usize];
+        if let Some(t) = cell.get() {
+            return Ok(t);
+        }
+        let t = self
+            .tx
+            .open_table(table.definition())
+            .map_err(Error::storage)?;
+        Ok(cell.get_or_init(|| std::cell::RefCell::new(t)))
+    }
+}
 
 impl KvRead for RedbWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = &self.0[table as usize];
+        let t = self.table(table)?.borrow();
         Ok(t.get(key)
             .map_err(Error::storage)?
             .map(|v| v.value().to_vec()))
     }
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        redb_scan(&self.0[table as usize], from, to, limit)
+        redb_scan(&*self.table(table)?.borrow(), from, to, limit)
     }
 }
 
 impl KvWrite for RedbWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        self.0[table as usize]
+        self.table(table)?
+            .borrow_mut()
             .insert(key, value)
             .map_err(Error::storage)?;
         Ok(())
     }
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<()> {
-        self.0[table as usize].remove(key).map_err(Error::storage)?;
+        self.table(table)?
+            .borrow_mut()
+            .remove(key)
+            .map_err(Error::storage)?;
         Ok(())
     }
 }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub(crate) const STORE_FORMAT: u32 = 1;
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| Error::Storage(format!("cannot encode a record: {e}")))
+    postcard::to_extend(v, Vec::with_capacity(1280))
+        .map_err(|e| Error::Storage(format!("cannot encode a record: {e}")))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
