@@ -3,6 +3,7 @@
 
 use crate::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
@@ -60,8 +61,8 @@ pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Reads inside a transaction.
 pub(crate) trait KvRead {
-    /// The value at `key`.
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The value at `key` (borrowed where the backend can lend it).
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>>;
     /// Up to `limit` pairs with `from <= key < to` (no upper bound when `to` is `None`).
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs>;
 }
@@ -69,6 +70,10 @@ pub(crate) trait KvRead {
 /// Writes inside a transaction; all of them commit together or none does.
 pub(crate) trait KvWrite: KvRead {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
+    /// `put` of a value the caller no longer needs: the memory backend keeps it without a copy.
+    fn put_owned(&mut self, table: Table, key: &[u8], value: Vec<u8>) -> Result<()> {
+        self.put(table, key, &value)
+    }
     fn remove(&mut self, table: Table, key: &[u8]) -> Result<()>;
 }
 
@@ -191,8 +196,8 @@ fn mem_scan(
 }
 
 impl KvRead for MemRead<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.0[table as usize].get(key).cloned())
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
+        Ok(self.0[table as usize].get(key).map(|v| Cow::Borrowed(v.as_slice())))
     }
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         Ok(mem_scan(&self.0[table as usize], from, to, limit))
@@ -217,8 +222,8 @@ impl MemWrite<'_> {
 }
 
 impl KvRead for MemWrite<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tables[table as usize].get(key).cloned())
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
+        Ok(self.tables[table as usize].get(key).map(|v| Cow::Borrowed(v.as_slice())))
     }
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         Ok(mem_scan(&self.tables[table as usize], from, to, limit))
@@ -227,7 +232,10 @@ impl KvRead for MemWrite<'_> {
 
 impl KvWrite for MemWrite<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        let old = self.tables[table as usize].insert(key.to_vec(), value.to_vec());
+        self.put_owned(table, key, value.to_vec())
+    }
+    fn put_owned(&mut self, table: Table, key: &[u8], value: Vec<u8>) -> Result<()> {
+        let old = self.tables[table as usize].insert(key.to_vec(), value);
         self.undo.push((table, key.to_vec(), old));
         Ok(())
     }
@@ -242,14 +250,14 @@ impl KvWrite for MemWrite<'_> {
 struct RedbRead(redb::ReadTransaction);
 
 impl KvRead for RedbRead {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
         let t = self
             .0
             .open_table(table.definition())
             .map_err(Error::storage)?;
         Ok(t.get(key)
             .map_err(Error::storage)?
-            .map(|v| v.value().to_vec()))
+            .map(|v| Cow::Owned(v.value().to_vec())))
     }
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         let t = self
@@ -302,11 +310,11 @@ impl<'a> RedbWrite<'a> {
 }
 
 impl KvRead for RedbWrite<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
         let t = self.table(table)?.borrow();
         Ok(t.get(key)
             .map_err(Error::storage)?
-            .map(|v| v.value().to_vec()))
+            .map(|v| Cow::Owned(v.value().to_vec())))
     }
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         redb_scan(&*self.table(table)?.borrow(), from, to, limit)
@@ -350,7 +358,7 @@ mod tests {
         let (a, range) = b
             .read(|tx| {
                 Ok((
-                    tx.get(Table::Items, b"a")?,
+                    tx.get(Table::Items, b"a")?.map(|c| c.into_owned()),
                     tx.scan(Table::Items, b"b", Some(b"c"), 10)?,
                 ))
             })

@@ -13,7 +13,7 @@ pub(crate) enum CidState {
     /// The system container of definitions.
     System,
     /// The creation is the container's visible definition.
-    Active(ContainerDef),
+    Active(std::sync::Arc<ContainerDef>),
     /// Another creation of the same name won: the items become conflict records.
     Replaced { database: String, name: String },
     /// No definition has arrived yet: items wait, stored but not visible.
@@ -100,7 +100,7 @@ pub(crate) fn cid_state(kv: &dyn KvRead, cid: CreationId) -> Result<CidState> {
     };
     let c: Creation = decode("creation", &c)?;
     match visible_def(kv, &c.database, &c.name)? {
-        Some(def) if def.creation_id == cid => Ok(CidState::Active(def)),
+        Some(def) if def.creation_id == cid => Ok(CidState::Active(std::sync::Arc::new(def))),
         _ => Ok(CidState::Replaced {
             database: c.database,
             name: c.name,

@@ -29,6 +29,8 @@ pub(crate) struct Tx<'a> {
     actors: &'a Actors,
     new_actors: &'a mut Vec<Writer>,
     cids: HashMap<CreationId, CidState>,
+    /// The last writer interned: batches are mostly one writer's versions.
+    last_writer: Option<(Writer, ActorId)>,
 }
 
 /// A conflict record an item's current state justifies.
@@ -39,7 +41,7 @@ struct OpenRecord {
 }
 
 /// The visible value decided for an item.
-struct Resolution {
+struct Resolution<'s> {
     shown: Shown,
     etag: u64,
     ts: u64,
@@ -47,7 +49,7 @@ struct Resolution {
     shown_siblings: Vec<usize>,
     open: Vec<OpenRecord>,
     /// Where the records go: database and container name.
-    feed: Option<(String, String)>,
+    feed: Option<(&'s str, &'s str)>,
 }
 
 impl<'a> Tx<'a> {
@@ -67,6 +69,7 @@ impl<'a> Tx<'a> {
             actors,
             new_actors,
             cids: HashMap::new(),
+            last_writer: None,
         }
     }
 
@@ -93,7 +96,13 @@ impl<'a> Tx<'a> {
     }
 
     fn intern(&mut self, w: &Writer) -> Result<ActorId> {
+        if let Some((last, id)) = &self.last_writer {
+            if last == w {
+                return Ok(*id);
+            }
+        }
         if let Some(&id) = self.actors.by_writer.get(w) {
+            self.last_writer = Some((w.clone(), id));
             return Ok(id);
         }
         let n = self.actors.by_id.len();
@@ -233,7 +242,7 @@ impl<'a> Tx<'a> {
             self.check_remote(v)?;
         }
         let system = v.creation == SYSTEM_CREATION;
-        if !system && defs::is_dropped(&*self.kv, v.creation)? {
+        if !system && matches!(self.cid_state(v.creation)?, CidState::Dropped) {
             self.st.stats.discarded_dropped += 1;
             return Ok(None);
         }
@@ -246,7 +255,7 @@ impl<'a> Tx<'a> {
             // saw the re-creation first would never learn that the old creation is gone.
             if system && v.deleted && !self.drop_known(v)? {
                 let lsn = self.alloc_lsn();
-                self.kv.put(Table::Log, &lsn.to_be_bytes(), &encode(v)?)?;
+                self.kv.put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
                 return self.apply_definition(v, &ik, rec, lsn).map(Some);
             }
             if !local {
@@ -285,7 +294,7 @@ impl<'a> Tx<'a> {
             }
         }
         let lsn = self.alloc_lsn();
-        self.kv.put(Table::Log, &lsn.to_be_bytes(), &encode(v)?)?;
+        self.kv.put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
         if system {
             return self.apply_definition(v, &ik, rec, lsn).map(Some);
         }
@@ -425,7 +434,7 @@ impl<'a> Tx<'a> {
         }
         // Conflict records: new ones open, the ones no longer justified superseded.
         let new_ids: Vec<u128> = res.open.iter().map(|o| o.id).collect();
-        if let Some((db, name)) = &res.feed {
+        if let Some((db, name)) = res.feed {
             for old in rec.open.iter().filter(|id| !new_ids.contains(id)) {
                 let k = defs::conflict_key(db, name, *old);
                 if let Some(b) = self.kv.get(Table::Conflicts, &k)? {
@@ -477,7 +486,7 @@ impl<'a> Tx<'a> {
             self.kv.put(Table::Changes, &cid_lsn_key(cid, l), ik)?;
             rec.lsn = l;
         }
-        self.kv.put(Table::Items, ik, &encode(&rec)?)?;
+        self.kv.put_owned(Table::Items, ik, encode(&rec)?)?;
         Ok(rec)
     }
 
@@ -491,13 +500,13 @@ impl<'a> Tx<'a> {
         dots
     }
 
-    fn resolve(
+    fn resolve<'s>(
         &self,
         cid: CreationId,
         key: &ItemKey,
         rec: &ItemRecord,
-        state: &CidState,
-    ) -> Resolution {
+        state: &'s CidState,
+    ) -> Resolution<'s> {
         let hidden = |feed| Resolution {
             shown: Shown::Hidden,
             etag: 0,
@@ -511,7 +520,7 @@ impl<'a> Tx<'a> {
             CidState::Active(d) => (Some(d), d.conflict_resolution_policy.order_path()),
             CidState::Unknown | CidState::Dropped => return hidden(None),
             CidState::Replaced { database, name } => {
-                let mut r = hidden(Some((database.clone(), name.clone())));
+                let mut r = hidden(Some((database.as_str(), name.as_str())));
                 for (i, s) in rec.siblings.iter().enumerate().filter(|(_, s)| !s.deleted) {
                     let mut h = Xxh3::new();
                     h.update(b"container replaced");
@@ -526,7 +535,7 @@ impl<'a> Tx<'a> {
                 return r;
             }
         };
-        let feed = def.map(|d| (d.database.clone(), d.name.clone()));
+        let feed = def.map(|d| (d.database.as_str(), d.name.as_str()));
         let sibs = &rec.siblings;
         if sibs.is_empty() {
             return hidden(feed);
@@ -606,12 +615,12 @@ impl<'a> Tx<'a> {
                     ts,
                     shown_siblings: vec![i],
                     open,
-                    feed: feed.clone(),
+                    feed,
                 },
                 _ => Resolution {
                     shown_siblings: vec![i],
                     open,
-                    ..hidden(feed.clone())
+                    ..hidden(feed)
                 },
             }
         };
