@@ -197,7 +197,9 @@ fn mem_scan(
 
 impl KvRead for MemRead<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
-        Ok(self.0[table as usize].get(key).map(|v| Cow::Borrowed(v.as_slice())))
+        Ok(self.0[table as usize]
+            .get(key)
+            .map(|v| Cow::Borrowed(v.as_slice())))
     }
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         Ok(mem_scan(&self.0[table as usize], from, to, limit))
@@ -223,7 +225,9 @@ impl MemWrite<'_> {
 
 impl KvRead for MemWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
-        Ok(self.tables[table as usize].get(key).map(|v| Cow::Borrowed(v.as_slice())))
+        Ok(self.tables[table as usize]
+            .get(key)
+            .map(|v| Cow::Borrowed(v.as_slice())))
     }
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         Ok(mem_scan(&self.tables[table as usize], from, to, limit))

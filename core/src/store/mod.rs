@@ -399,3 +399,24 @@ impl Store {
         self.backend.read(|kv| f(kv, &actors))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_store_format_is_refused_with_a_clear_error() {
+        let backend = Backend::memory();
+        backend
+            .write(Sync::Durable, |kv| {
+                kv.put(Table::Meta, META_FORMAT, &encode(&(STORE_FORMAT + 1))?)
+            })
+            .expect("write format");
+        match Store::with_backend(backend, "west", StoreOptions::new()) {
+            Err(Error::FormatTooNew { found, supported }) => {
+                assert_eq!((found, supported), (STORE_FORMAT + 1, STORE_FORMAT));
+            }
+            other => panic!("expected FormatTooNew, got {other:?}"),
+        }
+    }
+}

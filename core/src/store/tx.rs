@@ -255,7 +255,8 @@ impl<'a> Tx<'a> {
             // saw the re-creation first would never learn that the old creation is gone.
             if system && v.deleted && !self.drop_known(v)? {
                 let lsn = self.alloc_lsn();
-                self.kv.put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
+                self.kv
+                    .put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
                 return self.apply_definition(v, &ik, rec, lsn).map(Some);
             }
             if !local {
@@ -294,7 +295,8 @@ impl<'a> Tx<'a> {
             }
         }
         let lsn = self.alloc_lsn();
-        self.kv.put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
+        self.kv
+            .put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
         if system {
             return self.apply_definition(v, &ik, rec, lsn).map(Some);
         }
