@@ -81,6 +81,10 @@ impl<'a> Tx<'a> {
     pub(super) fn finish(&mut self) -> Result<()> {
         self.st.clock = self.clock.last();
         self.st.stats.commits += 1;
+        if !self.st.needs_reservation() {
+            return Ok(());
+        }
+        self.st.reserve();
         let bytes = encode(&*self.st)?;
         self.kv.put(Table::Meta, META_WRITER, &bytes)
     }
