@@ -21,7 +21,8 @@ fn main() -> Result<()> {
     store.apply_versions(&definition[..1])?;
     let cid = store.container(DB, CONTAINER)?.creation_id;
 
-    // Causal metadata per item with one sibling: record bytes beyond the body.
+    // Metadata per item with one sibling: everything stored beyond the body, which is stored
+    // once (in the log).
     store.upsert_item(DB, CONTAINER, item(0, 1024))?;
     let key = ItemKey {
         partition_key: PartitionKey::from("p0"),
@@ -29,10 +30,10 @@ fn main() -> Result<()> {
     };
     let st = store.item_state(cid, &key)?.expect("item");
     println!(
-        "metadata per item with one sibling: {} bytes beyond the body ({} stored, {} body)",
-        st.stored_bytes - st.body_bytes,
-        st.stored_bytes,
-        st.body_bytes
+        "metadata per item with one sibling: {} bytes beyond the body ({} in the item record, {} in its log entry)",
+        st.record_bytes + st.log_overhead_bytes,
+        st.record_bytes,
+        st.log_overhead_bytes
     );
 
     let east = RegionId::new("east")?;

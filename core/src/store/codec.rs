@@ -88,8 +88,8 @@ pub(crate) fn cid_lsn_key(cid: CreationId, n: u64) -> Vec<u8> {
 /// Interned writer id: an index into the store's table of region incarnations.
 pub(crate) type ActorId = u32;
 
-/// One sibling as stored in its item record. Its own context is not needed once applied: the
-/// item's context covers it.
+/// One sibling as stored in its item record. Its own context is not needed once applied (the
+/// item's context covers it), and its body stays in the log entry it points to.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct StoredSibling {
     pub actor: ActorId,
@@ -97,9 +97,8 @@ pub(crate) struct StoredSibling {
     pub hlc: Hlc,
     pub op: Operation,
     pub deleted: bool,
-    /// The body; for a container drop (a tombstone in the system container) the dropped
-    /// definition.
-    pub body: Option<String>,
+    /// Where the version (and so its body) is in the log: bodies are stored once.
+    pub lsn: u64,
     /// Whether this sibling has ever been the visible value here.
     pub shown: bool,
 }
@@ -141,18 +140,6 @@ impl ItemRecord {
             ts: 0,
             lsn: 0,
             open: Vec::new(),
-        }
-    }
-
-    /// The visible body, if any.
-    pub(crate) fn visible_body(&self) -> Option<&str> {
-        match &self.shown {
-            Shown::Hidden => None,
-            Shown::Sibling(i) => self
-                .siblings
-                .get(*i as usize)
-                .and_then(|s| s.body.as_deref()),
-            Shown::Merged(b) => Some(b),
         }
     }
 }

@@ -2,10 +2,14 @@
 //! creation id.
 
 use super::backend::{KvRead, Table};
-use super::codec::{ItemRecord, decode, item_key, partition_prefix, prefix_end};
+use super::codec::{
+    ItemRecord, Shown, StoredSibling, decode, item_key, partition_prefix, prefix_end,
+};
 use crate::model::{ContainerDef, CreationId, ItemKey, PartitionKey, SYSTEM_CREATION};
+use crate::replicate::Version;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// What the store knows of a creation id, which decides how its items resolve.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +45,34 @@ pub(crate) fn parse_def(body: &str) -> Result<ContainerDef> {
         .map_err(|e| Error::CorruptBatch(format!("unreadable container definition: {e}")))
 }
 
+/// The version at a log position.
+pub(crate) fn version_at(kv: &dyn KvRead, lsn: u64) -> Result<Version> {
+    match kv.get(Table::Log, &lsn.to_be_bytes())? {
+        Some(b) => decode("log", &b),
+        None => Err(Error::Storage(format!("log entry {lsn} is missing"))),
+    }
+}
+
+/// A sibling's body, read from the log (for a drop, the dropped definition).
+pub(crate) fn sibling_body(kv: &dyn KvRead, s: &StoredSibling) -> Result<Option<String>> {
+    Ok(version_at(kv, s.lsn)?.body)
+}
+
+/// The visible body of an item, if any.
+pub(crate) fn visible_body<'r>(
+    kv: &dyn KvRead,
+    rec: &'r ItemRecord,
+) -> Result<Option<Cow<'r, str>>> {
+    Ok(match &rec.shown {
+        Shown::Hidden => None,
+        Shown::Sibling(i) => match rec.siblings.get(*i as usize) {
+            Some(s) if !s.deleted => sibling_body(kv, s)?.map(Cow::Owned),
+            _ => None,
+        },
+        Shown::Merged(b) => Some(Cow::Borrowed(b.as_str())),
+    })
+}
+
 pub(crate) fn load_item(kv: &dyn KvRead, key: &[u8]) -> Result<Option<ItemRecord>> {
     kv.get(Table::Items, key)?
         .map(|b| decode("item", &b))
@@ -56,7 +88,10 @@ pub(crate) fn visible_def(
     let Some(rec) = load_item(kv, &item_key(SYSTEM_CREATION, &def_key(database, name)))? else {
         return Ok(None);
     };
-    rec.visible_body().map(parse_def).transpose()
+    visible_body(kv, &rec)?
+        .as_deref()
+        .map(parse_def)
+        .transpose()
 }
 
 /// The visible definition, or [`Error::UnknownContainer`].
@@ -77,8 +112,8 @@ pub(crate) fn list_defs(kv: &dyn KvRead, database: Option<&str>) -> Result<Vec<C
     let mut out = Vec::new();
     for (_, v) in kv.scan(Table::Items, &prefix, end.as_deref(), usize::MAX)? {
         let rec: ItemRecord = decode("item", &v)?;
-        if let Some(body) = rec.visible_body() {
-            out.push(parse_def(body)?);
+        if let Some(body) = visible_body(kv, &rec)? {
+            out.push(parse_def(&body)?);
         }
     }
     Ok(out)

@@ -123,7 +123,7 @@ impl Store {
                 let (_, key) = parse_item_key(&ik)?;
                 let rec: ItemRecord = load_item(kv, &ik)?
                     .ok_or_else(|| Error::Storage("change without item".into()))?;
-                items.push(match render(&rec) {
+                items.push(match render(kv, &rec)? {
                     Some(item) => Change::Upsert(item.body),
                     None => Change::Delete {
                         id: key.id,
@@ -246,10 +246,12 @@ pub struct ItemState {
     pub siblings: Vec<crate::causal::Dot>,
     /// Every version seen, as a version vector.
     pub context: crate::causal::Context<crate::causal::Writer>,
-    /// Bytes the item's record takes in the store (bodies and causal metadata, not the key).
-    pub stored_bytes: usize,
-    /// Bytes of the sibling bodies in it.
-    pub body_bytes: usize,
+    /// Bytes of the item's record (causal metadata and the visible state, not the key); bodies
+    /// are stored once, in the log.
+    pub record_bytes: usize,
+    /// Bytes the siblings' log entries take beyond their bodies (each version's key, dot, clock
+    /// and context, as replication sends them).
+    pub log_overhead_bytes: usize,
 }
 
 impl Store {
@@ -264,12 +266,15 @@ impl Store {
                 return Ok(None);
             };
             let rec: ItemRecord = decode("item", &raw)?;
-            let body_bytes = rec
-                .siblings
-                .iter()
-                .filter_map(|s| s.body.as_ref())
-                .map(String::len)
-                .sum();
+            let mut log_overhead_bytes = 0;
+            for s in &rec.siblings {
+                let raw = kv
+                    .get(Table::Log, &s.lsn.to_be_bytes())?
+                    .map(|b| b.len())
+                    .unwrap_or(0);
+                let body = defs::sibling_body(kv, s)?.map_or(0, |b| b.len());
+                log_overhead_bytes += raw.saturating_sub(body);
+            }
             let writer = |a: &u32| actors.by_id.get(*a as usize).cloned();
             let mut siblings = Vec::new();
             for s in &rec.siblings {
@@ -292,8 +297,8 @@ impl Store {
             Ok(Some(ItemState {
                 siblings,
                 context: crate::causal::Context::from_entries(entries),
-                stored_bytes: raw.len(),
-                body_bytes,
+                record_bytes: raw.len(),
+                log_overhead_bytes,
             }))
         })
     }

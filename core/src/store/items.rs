@@ -1,8 +1,9 @@
 //! Item operations with Cosmos semantics.
 
 use super::Store;
+use super::backend::KvRead;
 use super::backend::Table;
-use super::codec::{ItemRecord, decode, item_key, partition_prefix, prefix_end};
+use super::codec::{ItemRecord, Shown, decode, item_key, partition_prefix, prefix_end};
 use super::defs::{self, load_item};
 use super::tx::{Tx, etag_string};
 use crate::feed::Page;
@@ -81,23 +82,29 @@ impl WriteOutcome {
     }
 }
 
-/// Renders a visible record as the user sees it.
-pub(crate) fn render(rec: &ItemRecord) -> Option<Item> {
-    let body = rec.visible_body()?;
-    let mut obj: Map<String, Value> = match serde_json::from_str(body) {
+/// Renders a visible record as the user sees it (`None` when it shows nothing).
+pub(crate) fn render(kv: &dyn KvRead, rec: &ItemRecord) -> Result<Option<Item>> {
+    let Some(body) = defs::visible_body(kv, rec)? else {
+        return Ok(None);
+    };
+    let mut obj: Map<String, Value> = match serde_json::from_str(&body) {
         Ok(Value::Object(o)) => o,
-        _ => return None,
+        _ => {
+            return Err(Error::Storage(
+                "the store holds a visible body that is not an object".into(),
+            ));
+        }
     };
     let etag = etag_string(rec.etag);
     obj.insert("_ts".into(), rec.ts.into());
     obj.insert("_etag".into(), etag.clone().into());
     obj.insert("_lsn".into(), rec.lsn.into());
-    Some(Item {
+    Ok(Some(Item {
         body: Value::Object(obj),
         etag,
         lsn: rec.lsn,
         ts: rec.ts,
-    })
+    }))
 }
 
 fn check_if_match(rec: &ItemRecord, if_match: Option<&str>) -> Result<()> {
@@ -160,7 +167,7 @@ pub(crate) fn apply_op(tx: &mut Tx<'_>, def: &ContainerDef, op: WriteOp) -> Resu
         ),
     };
     let rec = load_item(tx.read(), &item_key(cid, &key))?.unwrap_or_else(ItemRecord::empty);
-    let exists = rec.visible_body().is_some();
+    let exists = rec.shown != Shown::Hidden;
     let op = match (intent, exists) {
         (Some(Operation::Create), true) => {
             return Err(Error::AlreadyExists {
@@ -175,8 +182,10 @@ pub(crate) fn apply_op(tx: &mut Tx<'_>, def: &ContainerDef, op: WriteOp) -> Resu
     };
     check_if_match(&rec, if_match.as_deref())?;
     let rec = tx.write_local(cid, &key, &rec, op, body)?;
-    let rendered =
-        || render(&rec).ok_or_else(|| Error::Storage("a written item is not visible".into()));
+    let rendered = || {
+        render(tx.read(), &rec)?
+            .ok_or_else(|| Error::Storage("a written item is not visible".into()))
+    };
     Ok(match op {
         Operation::Create => WriteOutcome::Created(rendered()?),
         Operation::Replace => WriteOutcome::Replaced(rendered()?),
@@ -290,10 +299,10 @@ impl Store {
                 partition_key: partition_key.clone(),
                 id: id.to_owned(),
             };
-            load_item(kv, &item_key(def.creation_id, &key))?
-                .as_ref()
-                .and_then(render)
-                .ok_or_else(|| not_found(&key))
+            match load_item(kv, &item_key(def.creation_id, &key))? {
+                Some(rec) => render(kv, &rec)?.ok_or_else(|| not_found(&key)),
+                None => Err(not_found(&key)),
+            }
         })
     }
 
@@ -343,7 +352,7 @@ impl Store {
                 from.push(0);
                 for (k, v) in chunk {
                     let rec: ItemRecord = decode("item", &v)?;
-                    if let Some(item) = render(&rec) {
+                    if let Some(item) = render(kv, &rec)? {
                         if items.len() == max {
                             return Ok(Page {
                                 items,

@@ -12,7 +12,7 @@ use super::defs::{self, CidState, Creation};
 use super::{Actors, META_WRITER, Store, WriterState};
 use crate::causal::{Clock, Context, Dot, Hlc, Writer};
 use crate::feed::{ConflictRecord, ConflictStatus};
-use crate::model::{ContainerDef, CreationId, ItemKey, Operation, SYSTEM_CREATION};
+use crate::model::{ConflictPolicy, ContainerDef, CreationId, ItemKey, Operation, SYSTEM_CREATION};
 use crate::replicate::Version;
 use crate::resolve::{CanonicalVersion, LwwKey, Outcome, decide};
 use crate::{Error, Result};
@@ -280,13 +280,16 @@ impl<'a> Tx<'a> {
             !covered
         });
         self.st.stats.lost_to_lww += lost;
+        let lsn = self.alloc_lsn();
+        self.kv
+            .put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
         rec.siblings.push(StoredSibling {
             actor,
             counter: v.dot.counter,
             hlc: v.hlc,
             op: v.op,
             deleted: v.deleted,
-            body: v.body.clone(),
+            lsn,
             shown: false,
         });
         rec.context.merge(&vctx);
@@ -298,9 +301,6 @@ impl<'a> Tx<'a> {
                 self.st.stats.clock_skew_ignored += 1;
             }
         }
-        let lsn = self.alloc_lsn();
-        self.kv
-            .put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
         if system {
             return self.apply_definition(v, &ik, rec, lsn).map(Some);
         }
@@ -348,8 +348,8 @@ impl<'a> Tx<'a> {
         // Live definitions of dropped creations are discarded; their dots stay in the context.
         let mut keep = Vec::with_capacity(rec.siblings.len());
         for s in rec.siblings.drain(..) {
-            let dropped = match (&s.body, s.deleted) {
-                (Some(b), false) => defs::is_dropped(&*self.kv, defs::parse_def(b)?.creation_id)?,
+            let dropped = match (s.deleted, defs::sibling_body(&*self.kv, &s)?) {
+                (false, Some(b)) => defs::is_dropped(&*self.kv, defs::parse_def(&b)?.creation_id)?,
                 _ => false,
             };
             if !dropped {
@@ -361,7 +361,10 @@ impl<'a> Tx<'a> {
         let key = defs::def_key(&db, &name);
         let rec = self.refresh(SYSTEM_CREATION, &key, ik, rec, Some(lsn))?;
         self.cids.clear();
-        let new_def = rec.visible_body().map(defs::parse_def).transpose()?;
+        let new_def = defs::visible_body(&*self.kv, &rec)?
+            .as_deref()
+            .map(defs::parse_def)
+            .transpose()?;
         if old_def != new_def {
             for cid in defs::creations_of(&*self.kv, &db, &name)? {
                 self.refresh_creation(cid)?;
@@ -434,7 +437,7 @@ impl<'a> Tx<'a> {
         lsn: Option<u64>,
     ) -> Result<ItemRecord> {
         let state = self.cid_state(cid)?;
-        let res = self.resolve(cid, key, &rec, &state);
+        let res = self.resolve(cid, key, &rec, &state)?;
         for &i in &res.shown_siblings {
             rec.siblings[i].shown = true;
         }
@@ -460,7 +463,11 @@ impl<'a> Tx<'a> {
                     item_id: key.id.clone(),
                     partition_key: key.partition_key.clone(),
                     operation: s.op,
-                    content: if s.deleted { None } else { s.body.clone() },
+                    content: if s.deleted {
+                        None
+                    } else {
+                        defs::sibling_body(&*self.kv, s)?
+                    },
                     reason: o.reason.clone(),
                     status: ConflictStatus::Open,
                     recorded_at_ms: now,
@@ -512,7 +519,7 @@ impl<'a> Tx<'a> {
         key: &ItemKey,
         rec: &ItemRecord,
         state: &'s CidState,
-    ) -> Resolution<'s> {
+    ) -> Result<Resolution<'s>> {
         let hidden = |feed| Resolution {
             shown: Shown::Hidden,
             etag: 0,
@@ -524,7 +531,7 @@ impl<'a> Tx<'a> {
         let (def, path): (Option<&ContainerDef>, &str) = match state {
             CidState::System => (None, "/_ts"),
             CidState::Active(d) => (Some(d), d.conflict_resolution_policy.order_path()),
-            CidState::Unknown | CidState::Dropped => return hidden(None),
+            CidState::Unknown | CidState::Dropped => return Ok(hidden(None)),
             CidState::Replaced { database, name } => {
                 let mut r = hidden(Some((database.as_str(), name.as_str())));
                 for (i, s) in rec.siblings.iter().enumerate().filter(|(_, s)| !s.deleted) {
@@ -538,25 +545,47 @@ impl<'a> Tx<'a> {
                         reason: "container replaced".into(),
                     });
                 }
-                return r;
+                return Ok(r);
             }
         };
         let feed = def.map(|d| (d.database.as_str(), d.name.as_str()));
         let sibs = &rec.siblings;
         if sibs.is_empty() {
-            return hidden(feed);
+            return Ok(hidden(feed));
         }
+        // Bodies live in the log; a conflict reads them only when the order or the policy
+        // looks at them.
+        let needs_bodies = sibs.len() > 1
+            && (path != "/_ts"
+                || matches!(
+                    def.map(|d| &d.conflict_resolution_policy),
+                    Some(ConflictPolicy::Custom { .. })
+                ));
+        let bodies: Vec<Option<String>> = if needs_bodies {
+            sibs.iter()
+                .map(|s| {
+                    if s.deleted {
+                        Ok(None)
+                    } else {
+                        defs::sibling_body(self.read(), s)
+                    }
+                })
+                .collect::<Result<_>>()?
+        } else {
+            vec![None; sibs.len()]
+        };
         let order: Vec<usize> = if sibs.len() == 1 {
             vec![0]
         } else {
             let keys: Vec<LwwKey<'_>> = sibs
                 .iter()
-                .map(|s| {
+                .zip(&bodies)
+                .map(|(s, body)| {
                     let (r, inc) = self.writer_of(s.actor);
                     LwwKey::new(
                         path,
                         s.deleted,
-                        s.body.as_deref(),
+                        body.as_deref(),
                         s.hlc,
                         r.as_str(),
                         inc.0,
@@ -576,7 +605,7 @@ impl<'a> Tx<'a> {
                             body: if s.deleted {
                                 None
                             } else {
-                                s.body.as_deref().map(|b| with_ts(b, s.hlc))
+                                bodies[i].as_deref().map(|b| with_ts(b, s.hlc))
                             },
                             deleted: s.deleted,
                             region: self.writer_of(s.actor).0.to_string(),
@@ -604,36 +633,42 @@ impl<'a> Tx<'a> {
             .unwrap_or(Hlc::default())
             .seconds();
         let dots = self.sorted_dots(rec);
-        let etag_of = |body: &str| {
+        // The etag names the visible version: the sibling set and which sibling (a dot names
+        // its body) or the merged body shows.
+        let etag_of = |shown: &[u8]| {
             let mut h = Xxh3::new();
             for d in &dots {
                 hash_dot(&mut h, d);
             }
-            h.update(body.as_bytes());
+            h.update(shown);
             h.digest()
         };
         let pick = |i: usize, open: Vec<OpenRecord>| {
             let s = &sibs[i];
-            match (&s.body, s.deleted) {
-                (Some(b), false) => Resolution {
+            match s.deleted {
+                false => Resolution {
                     shown: Shown::Sibling(i as u32),
-                    etag: etag_of(b),
+                    etag: {
+                        let mut h = Xxh3::new();
+                        hash_dot(&mut h, &self.wire_dot(s.actor, s.counter));
+                        etag_of(&h.digest128().to_le_bytes())
+                    },
                     ts,
                     shown_siblings: vec![i],
                     open,
                     feed,
                 },
-                _ => Resolution {
+                true => Resolution {
                     shown_siblings: vec![i],
                     open,
                     ..hidden(feed)
                 },
             }
         };
-        match outcome {
+        Ok(match outcome {
             Outcome::Pick(c) => pick(order[c], vec![]),
             Outcome::Merge(body) => Resolution {
-                etag: etag_of(&body),
+                etag: etag_of(body.as_bytes()),
                 shown: Shown::Merged(body),
                 ts,
                 shown_siblings: (0..sibs.len()).collect(),
@@ -665,7 +700,7 @@ impl<'a> Tx<'a> {
                 }
                 pick(order[0], open)
             }
-        }
+        })
     }
 }
 
