@@ -100,10 +100,10 @@ impl<'a> Tx<'a> {
     }
 
     fn intern(&mut self, w: &Writer) -> Result<ActorId> {
-        if let Some((last, id)) = &self.last_writer {
-            if last == w {
-                return Ok(*id);
-            }
+        if let Some((last, id)) = &self.last_writer
+            && last == w
+        {
+            return Ok(*id);
         }
         if let Some(&id) = self.actors.by_writer.get(w) {
             self.last_writer = Some((w.clone(), id));
