@@ -144,6 +144,64 @@ impl ItemRecord {
     }
 }
 
+/// A log entry as written: a version with its writers interned. Field for field the same
+/// encoding as [`LogEntry`], but borrowing, so writing a version copies its body once.
+#[derive(Serialize)]
+pub(crate) struct LogEntryRef<'a> {
+    pub creation: CreationId,
+    pub key: &'a ItemKey,
+    pub actor: ActorId,
+    pub counter: u64,
+    pub hlc: Hlc,
+    pub op: Operation,
+    pub deleted: bool,
+    pub body: Option<&'a str>,
+    pub context: &'a Context<ActorId>,
+}
+
+/// A log entry as read back.
+#[derive(Deserialize)]
+pub(crate) struct LogEntry {
+    pub creation: CreationId,
+    pub key: ItemKey,
+    pub actor: ActorId,
+    pub counter: u64,
+    pub hlc: Hlc,
+    pub op: Operation,
+    pub deleted: bool,
+    pub body: Option<String>,
+    pub context: Context<ActorId>,
+}
+
+impl LogEntry {
+    /// The version as it travels, with writers looked up by `writer`.
+    pub(crate) fn into_version(
+        self,
+        writer: impl Fn(ActorId) -> Option<crate::causal::Writer>,
+    ) -> Result<crate::replicate::Version> {
+        let missing = || Error::Storage("a log entry names an unknown writer".into());
+        let (region, incarnation) = writer(self.actor).ok_or_else(missing)?;
+        let mut entries = Vec::with_capacity(self.context.entries().len());
+        for (a, c) in self.context.entries() {
+            entries.push((writer(*a).ok_or_else(missing)?, *c));
+        }
+        Ok(crate::replicate::Version {
+            creation: self.creation,
+            key: self.key,
+            dot: crate::causal::Dot {
+                region,
+                incarnation,
+                counter: self.counter,
+            },
+            hlc: self.hlc,
+            op: self.op,
+            deleted: self.deleted,
+            body: self.body,
+            context: Context::from_entries(entries),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

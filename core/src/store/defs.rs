@@ -2,11 +2,11 @@
 //! creation id.
 
 use super::backend::{KvRead, Table};
+use super::codec::LogEntry;
 use super::codec::{
     ItemRecord, Shown, StoredSibling, decode, item_key, partition_prefix, prefix_end,
 };
 use crate::model::{ContainerDef, CreationId, ItemKey, PartitionKey, SYSTEM_CREATION};
-use crate::replicate::Version;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -45,8 +45,8 @@ pub(crate) fn parse_def(body: &str) -> Result<ContainerDef> {
         .map_err(|e| Error::CorruptBatch(format!("unreadable container definition: {e}")))
 }
 
-/// The version at a log position.
-pub(crate) fn version_at(kv: &dyn KvRead, lsn: u64) -> Result<Version> {
+/// The log entry at a log position.
+pub(crate) fn log_entry(kv: &dyn KvRead, lsn: u64) -> Result<LogEntry> {
     match kv.get(Table::Log, &lsn.to_be_bytes())? {
         Some(b) => decode("log", &b),
         None => Err(Error::Storage(format!("log entry {lsn} is missing"))),
@@ -55,7 +55,7 @@ pub(crate) fn version_at(kv: &dyn KvRead, lsn: u64) -> Result<Version> {
 
 /// A sibling's body, read from the log (for a drop, the dropped definition).
 pub(crate) fn sibling_body(kv: &dyn KvRead, s: &StoredSibling) -> Result<Option<String>> {
-    Ok(version_at(kv, s.lsn)?.body)
+    Ok(log_entry(kv, s.lsn)?.body)
 }
 
 /// The visible body of an item, if any.

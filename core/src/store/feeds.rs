@@ -2,7 +2,7 @@
 
 use super::Store;
 use super::backend::Table;
-use super::codec::{ItemRecord, cid_lsn_key, decode, encode, parse_item_key, prefix_end};
+use super::codec::{ItemRecord, LogEntry, cid_lsn_key, decode, encode, parse_item_key, prefix_end};
 use super::defs::{self, load_item};
 use super::items::{decode_hex, encode_hex, render};
 use crate::causal::Incarnation;
@@ -148,7 +148,7 @@ impl Store {
             .lock()
             .map(|w| w.durable_lsn)
             .map_err(|_| Error::Storage("writer lock poisoned".into()))?;
-        self.read_tx(|kv, _| {
+        self.read_tx(|kv, actors| {
             let mut from = since.lsn;
             if since.incarnation != self.incarnation {
                 let mut seen = false;
@@ -176,7 +176,8 @@ impl Store {
                             .try_into()
                             .map_err(|_| Error::Storage("malformed log key".into()))?,
                     );
-                    versions.push(decode::<Version>("log", &v)?);
+                    let entry: LogEntry = decode("log", &v)?;
+                    versions.push(entry.into_version(|a| actors.by_id.get(a as usize).cloned())?);
                 }
                 // Positions without a log entry (changes that were not versions) are skipped.
                 if !full {

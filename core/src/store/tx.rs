@@ -5,7 +5,7 @@
 
 use super::backend::{KvRead, KvWrite, Table};
 use super::codec::{
-    ActorId, ItemRecord, Shown, StoredSibling, cid_lsn_key, decode, encode, item_key,
+    ActorId, ItemRecord, LogEntryRef, Shown, StoredSibling, cid_lsn_key, decode, encode, item_key,
     parse_item_key, prefix_end,
 };
 use super::defs::{self, CidState, Creation};
@@ -253,14 +253,17 @@ impl<'a> Tx<'a> {
         let ik = item_key(v.creation, &v.key);
         let mut rec = defs::load_item(&*self.kv, &ik)?.unwrap_or_else(ItemRecord::empty);
         let actor = self.intern(&v.dot.writer())?;
+        let mut vctx = Vec::with_capacity(v.context.entries().len());
+        for (w, c) in v.context.entries() {
+            vctx.push((self.intern(w)?, *c));
+        }
+        let vctx = Context::from_entries(vctx);
         if rec.context.covers(&actor, v.dot.counter) {
             // A drop takes effect even when a later version already covers it: the set of
             // dropped creations grows independently of causal order. Otherwise a region that
             // saw the re-creation first would never learn that the old creation is gone.
             if system && v.deleted && !self.drop_known(v)? {
-                let lsn = self.alloc_lsn();
-                self.kv
-                    .put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
+                let lsn = self.log_version(v, actor, &vctx)?;
                 return self.apply_definition(v, &ik, rec, lsn).map(Some);
             }
             if !local {
@@ -268,11 +271,6 @@ impl<'a> Tx<'a> {
             }
             return Ok(None);
         }
-        let mut vctx = Vec::with_capacity(v.context.entries().len());
-        for (w, c) in v.context.entries() {
-            vctx.push((self.intern(w)?, *c));
-        }
-        let vctx = Context::from_entries(vctx);
         let mut lost = 0;
         rec.siblings.retain(|s| {
             let covered = vctx.covers(&s.actor, s.counter);
@@ -280,9 +278,7 @@ impl<'a> Tx<'a> {
             !covered
         });
         self.st.stats.lost_to_lww += lost;
-        let lsn = self.alloc_lsn();
-        self.kv
-            .put_owned(Table::Log, &lsn.to_be_bytes(), encode(v)?)?;
+        let lsn = self.log_version(v, actor, &vctx)?;
         rec.siblings.push(StoredSibling {
             actor,
             counter: v.dot.counter,
@@ -306,6 +302,30 @@ impl<'a> Tx<'a> {
         }
         self.refresh(v.creation, &v.key, &ik, rec, Some(lsn))
             .map(Some)
+    }
+
+    /// Appends a version to the log, with its writers interned; returns its position.
+    fn log_version(
+        &mut self,
+        v: &Version,
+        actor: ActorId,
+        context: &Context<ActorId>,
+    ) -> Result<u64> {
+        let lsn = self.alloc_lsn();
+        let entry = LogEntryRef {
+            creation: v.creation,
+            key: &v.key,
+            actor,
+            counter: v.dot.counter,
+            hlc: v.hlc,
+            op: v.op,
+            deleted: v.deleted,
+            body: v.body.as_deref(),
+            context,
+        };
+        self.kv
+            .put_owned(Table::Log, &lsn.to_be_bytes(), encode(&entry)?)?;
+        Ok(lsn)
     }
 
     /// Whether the creation a drop version drops is already known as dropped.
