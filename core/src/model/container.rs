@@ -8,8 +8,31 @@ use xxhash_rust::xxh3::xxh3_128;
 /// Identifies one creation of a container: a hash of its database, name, partition key path and
 /// epoch (the number of drops of that name the creating region had seen). Regions that create
 /// the same container independently get the same id; re-creating after a drop gets a new one.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CreationId(pub u128);
+
+/// Hex text in JSON (a 128-bit number would not survive JavaScript), 16 raw bytes in the
+/// binary formats.
+impl Serialize for CreationId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            self.0.to_be_bytes().serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CreationId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            CreationId::parse(&s).map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 16]>::deserialize(d).map(|b| CreationId(u128::from_be_bytes(b)))
+        }
+    }
+}
 
 /// The creation id of the system container that holds container definitions.
 pub const SYSTEM_CREATION: CreationId = CreationId(0);
@@ -214,6 +237,12 @@ mod tests {
             CreationId::derive("a", "bc", "/p", 0)
         );
         assert_eq!(CreationId::parse(&a.to_string()).expect("hex"), a);
+        let json = serde_json::to_string(&a).expect("json");
+        assert_eq!(json, format!("\"{a}\""));
+        assert_eq!(serde_json::from_str::<CreationId>(&json).expect("back"), a);
+        let bin = postcard::to_allocvec(&a).expect("postcard");
+        assert_eq!(bin.len(), 16);
+        assert_eq!(postcard::from_bytes::<CreationId>(&bin).expect("back"), a);
     }
 
     #[test]
