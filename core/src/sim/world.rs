@@ -46,6 +46,8 @@ pub struct SimConfig {
     pub host: Option<Arc<dyn ResolverHost>>,
     /// Whether containers may be dropped and re-created during the run.
     pub drops: bool,
+    /// Bytes that drive the schedule's choices before the seed does (for fuzzing).
+    pub tape: Vec<u8>,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -69,6 +71,7 @@ impl SimConfig {
             steps: 80,
             host: None,
             drops: true,
+            tape: Vec::new(),
         }
     }
 }
@@ -187,7 +190,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
 
 impl World {
     fn new(cfg: SimConfig) -> Result<Self, Error> {
-        let mut rng = Rng::new(cfg.seed);
+        let mut rng = Rng::with_tape(cfg.seed, &cfg.tape);
         INCARNATIONS.with(|c| c.set(cfg.seed.wrapping_mul(1_000_003)));
         let n = rng.range(3, 7) as usize;
         let time = 1_764_230_400_000;
