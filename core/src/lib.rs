@@ -44,6 +44,7 @@ mod replicate;
 mod resolve;
 pub mod sim;
 mod store;
+mod udf;
 
 pub use causal::{Clock, Context, Dot, Hlc, Incarnation, MAX_CLOCK_LEAD_MS, RegionId, Writer};
 pub use error::{Error, Result};
@@ -59,4 +60,8 @@ pub use resolve::{
 pub use store::{
     ApplyReport, DEFAULT_CACHE_BYTES, Durability, Item, ItemState, STORE_FILE, Store, StoreOptions,
     StoreStats, WriteOp, WriteOutcome,
+};
+pub use udf::{
+    ABI_VERSION, CallReport, EngineFingerprint, MAX_LOG_BYTES, MAX_MEMORY_LIMIT, ModuleError,
+    ResolverModule, WasmResolvers, content_hash,
 };

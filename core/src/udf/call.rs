@@ -1,0 +1,282 @@
+//! One resolver call: a fresh instance, fuel, memory and stack limits, input in, output out,
+//! and every way it can end mapped to a decision or a conflicts-feed reason.
+
+use super::module::ResolverModule;
+use crate::model::ResolverLimits;
+use crate::resolve::Outcome;
+use serde_json::Value;
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Store, Trap};
+
+/// Longest log or panic message kept from one call, in bytes.
+pub const MAX_LOG_BYTES: usize = 4096;
+/// Tables may grow this far (elements); resolvers rarely need any.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The per-call state: limits and what the guest said.
+pub(crate) struct CallState {
+    memory_limit: usize,
+    memory_refused: bool,
+    panic: Option<String>,
+    logs: Vec<String>,
+    log_bytes: usize,
+}
+
+impl CallState {
+    fn new(memory_limit: u64) -> Self {
+        CallState {
+            memory_limit: usize::try_from(memory_limit).unwrap_or(usize::MAX),
+            memory_refused: false,
+            panic: None,
+            logs: Vec::new(),
+            log_bytes: 0,
+        }
+    }
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// What a call did, beyond its outcome: for `check-resolver` and benchmarks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallReport {
+    /// The decision, or the failure with its feed reason.
+    pub outcome: Outcome,
+    /// Fuel the call consumed.
+    pub fuel_used: u64,
+    /// Messages the guest logged (truncated to [`MAX_LOG_BYTES`] in all).
+    pub logs: Vec<String>,
+}
+
+fn guest_text(
+    caller: &mut Caller<'_, CallState>,
+    ptr: i32,
+    len: i32,
+    room: usize,
+) -> Option<String> {
+    let Some(Extern::Memory(mem)) = caller.get_export("memory") else {
+        return None;
+    };
+    let (ptr, len) = (ptr as u32 as usize, (len as u32 as usize).min(room));
+    let data = mem.data(&caller);
+    let bytes = data.get(ptr..ptr.checked_add(len)?)?;
+    Some(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The imports ABI.md allows: `converge.log` and `converge.panic`.
+pub(crate) fn define_imports(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "converge",
+        "log",
+        |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| {
+            let room = MAX_LOG_BYTES.saturating_sub(caller.data().log_bytes);
+            if room == 0 {
+                return;
+            }
+            if let Some(msg) = guest_text(&mut caller, ptr, len, room) {
+                let s = caller.data_mut();
+                s.log_bytes += msg.len();
+                s.logs.push(msg);
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "converge",
+        "panic",
+        |mut caller: Caller<'_, CallState>, ptr: i32, len: i32| {
+            let msg = guest_text(&mut caller, ptr, len, MAX_LOG_BYTES);
+            caller.data_mut().panic = msg;
+        },
+    )?;
+    Ok(())
+}
+
+fn trap_reason(err: &wasmtime::Error, state: &CallState) -> String {
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => "out of fuel".into(),
+        Some(Trap::StackOverflow) => "stack overflow".into(),
+        _ if state.memory_refused => "memory limit".into(),
+        _ if state.panic.is_some() => {
+            format!("trap: {}", state.panic.as_deref().unwrap_or_default())
+        }
+        Some(Trap::UnreachableCodeReached) => "trap: unreachable".into(),
+        Some(t) => format!("trap: {t}"),
+        // Not a trap: instantiation refused (for example an initial memory over the limit).
+        None => format!("trap: {}", err.root_cause()),
+    }
+}
+
+/// Calls `converge_abi_version` on a fresh instance.
+pub(crate) fn abi_version(module: &ResolverModule) -> Result<i32, String> {
+    let limits = ResolverLimits::default();
+    let mut store = new_store(module, &limits)?;
+    let instance = module
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| trap_reason(&e, store.data()))?;
+    let f = instance
+        .get_typed_func::<(), i32>(&mut store, "converge_abi_version")
+        .map_err(|e| e.to_string())?;
+    f.call(&mut store, ())
+        .map_err(|e| trap_reason(&e, store.data()))
+}
+
+fn new_store(module: &ResolverModule, limits: &ResolverLimits) -> Result<Store<CallState>, String> {
+    let mut store = Store::new(module.module.engine(), CallState::new(limits.memory_bytes));
+    store.limiter(|s| s as &mut dyn ResourceLimiter);
+    store.set_fuel(limits.fuel).map_err(|e| e.to_string())?;
+    Ok(store)
+}
+
+/// Parses a resolver's answer.
+pub(crate) fn parse_output(out: &[u8]) -> Outcome {
+    let invalid = |why: &str| Outcome::Failed(format!("invalid output: {why}"));
+    let Ok(v) = serde_json::from_slice::<Value>(out) else {
+        return invalid("not JSON");
+    };
+    let Value::Object(obj) = v else {
+        return invalid("not a JSON object");
+    };
+    let mut fields = obj.into_iter();
+    let (Some((key, value)), None) = (fields.next(), fields.next()) else {
+        return invalid("expected exactly one of pick, merge, delete, defer");
+    };
+    match (key.as_str(), value) {
+        ("pick", Value::Number(n)) => match n.as_u64().and_then(|i| usize::try_from(i).ok()) {
+            Some(i) => Outcome::Pick(i),
+            None => invalid("pick must be a non-negative integer"),
+        },
+        ("pick", _) => invalid("pick must be a non-negative integer"),
+        ("merge", body @ Value::Object(_)) => Outcome::Merge(body.to_string()),
+        ("merge", _) => invalid("merge must be a JSON object"),
+        ("delete", Value::Bool(true)) => Outcome::Delete,
+        ("delete", _) => invalid("delete must be true"),
+        ("defer", Value::String(reason)) => Outcome::Failed(format!("deferred: {reason}")),
+        ("defer", _) => invalid("defer must be a string"),
+        (other, _) => invalid(&format!("unknown answer {other:?}")),
+    }
+}
+
+/// Runs one call on a fresh instance of `module` under `limits`.
+pub(crate) fn call(module: &ResolverModule, input: &[u8], limits: &ResolverLimits) -> CallReport {
+    let report = |outcome, fuel_used, logs| CallReport {
+        outcome,
+        fuel_used,
+        logs,
+    };
+    if input.len() as u64 > limits.input_bytes || input.len() > i32::MAX as usize {
+        return report(Outcome::Failed("input too large".into()), 0, vec![]);
+    }
+    let mut store = match new_store(module, limits) {
+        Ok(s) => s,
+        Err(e) => return report(Outcome::Failed(format!("trap: {e}")), 0, vec![]),
+    };
+    let outcome = run(module, &mut store, input, limits);
+    let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    report(
+        outcome,
+        fuel_used,
+        std::mem::take(&mut store.data_mut().logs),
+    )
+}
+
+fn run(
+    module: &ResolverModule,
+    store: &mut Store<CallState>,
+    input: &[u8],
+    limits: &ResolverLimits,
+) -> Outcome {
+    let fail = |e: wasmtime::Error, store: &Store<CallState>| {
+        Outcome::Failed(trap_reason(&e, store.data()))
+    };
+    let instance = match module.pre.instantiate(&mut *store) {
+        Ok(i) => i,
+        Err(e) => return fail(e, store),
+    };
+    let (Some(memory), Ok(alloc), Ok(resolve)) = (
+        instance.get_memory(&mut *store, "memory"),
+        instance.get_typed_func::<i32, i32>(&mut *store, "converge_alloc"),
+        instance.get_typed_func::<(i32, i32), i64>(&mut *store, "converge_resolve"),
+    ) else {
+        return Outcome::Failed("trap: the module lacks an ABI export".into());
+    };
+    let len = input.len() as i32;
+    let ptr = match alloc.call(&mut *store, len) {
+        Ok(0) => return Outcome::Failed("memory limit".into()),
+        Ok(p) => p as u32 as usize,
+        Err(e) => return fail(e, store),
+    };
+    if memory.write(&mut *store, ptr, input).is_err() {
+        return Outcome::Failed(
+            "invalid output: converge_alloc returned memory out of bounds".into(),
+        );
+    }
+    let packed = match resolve.call(&mut *store, (ptr as i32, len)) {
+        Ok(p) => p as u64,
+        Err(e) => return fail(e, store),
+    };
+    let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    if out_len as u64 > limits.output_bytes {
+        return Outcome::Failed("invalid output: too large".into());
+    }
+    match memory
+        .data(&*store)
+        .get(out_ptr..out_ptr.saturating_add(out_len))
+    {
+        Some(out) if out_ptr.checked_add(out_len).is_some() => parse_output(out),
+        _ => Outcome::Failed("invalid output: out of bounds".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_as_the_abi_says() {
+        assert_eq!(parse_output(br#"{"pick": 1}"#), Outcome::Pick(1));
+        assert_eq!(parse_output(br#"{"delete": true}"#), Outcome::Delete);
+        assert_eq!(
+            parse_output(br#"{"defer": "later"}"#),
+            Outcome::Failed("deferred: later".into())
+        );
+        assert!(
+            matches!(parse_output(br#"{"merge": {"id": "a"}}"#), Outcome::Merge(b) if b == r#"{"id":"a"}"#)
+        );
+        for (bad, why) in [
+            (&b"nope"[..], "not JSON"),
+            (br#"[1]"#, "not a JSON object"),
+            (br#"{"pick": 1, "delete": true}"#, "exactly one"),
+            (br#"{"pick": -1}"#, "non-negative"),
+            (br#"{"merge": 3}"#, "JSON object"),
+            (br#"{"delete": false}"#, "must be true"),
+            (br#"{"defer": 3}"#, "must be a string"),
+            (br#"{"other": 1}"#, "unknown answer"),
+        ] {
+            assert!(
+                matches!(parse_output(bad), Outcome::Failed(r) if r.starts_with("invalid output: ") && r.contains(why)),
+                "{why}"
+            );
+        }
+    }
+}

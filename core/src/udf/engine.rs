@@ -1,0 +1,94 @@
+//! The wasmtime engine: deterministic and isolated, one per stack limit.
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// The largest linear memory a definition may allow a resolver (256 MiB).
+pub const MAX_MEMORY_LIMIT: u64 = 256 << 20;
+
+/// Instances the pooling allocator keeps ready per engine. Resolver calls run under the
+/// store's writer lock, so few are live at once.
+const POOL_INSTANCES: u32 = 32;
+
+/// What peers compare before trusting each other's fuel and stack outcomes: the same converge
+/// build, wasmtime version and architecture give the same results.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineFingerprint {
+    /// converge-core's version.
+    pub converge: String,
+    /// wasmtime's version.
+    pub wasmtime: String,
+    /// Target architecture.
+    pub arch: String,
+}
+
+impl EngineFingerprint {
+    /// This binary's fingerprint.
+    pub fn current() -> Self {
+        EngineFingerprint {
+            converge: env!("CARGO_PKG_VERSION").to_owned(),
+            wasmtime: "48".to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "converge {} / wasmtime {} / {}",
+            self.converge, self.wasmtime, self.arch
+        )
+    }
+}
+
+fn config(stack_bytes: usize) -> Config {
+    let mut c = Config::new();
+    // Threads are off by construction: wasmtime is built without its `threads` feature.
+    c.consume_fuel(true)
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .max_wasm_stack(stack_bytes);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_core_instances(POOL_INSTANCES)
+        .total_memories(POOL_INSTANCES)
+        .total_tables(POOL_INSTANCES)
+        .max_memories_per_module(1)
+        .max_memory_size(MAX_MEMORY_LIMIT as usize)
+        // Pages a call touched stay resident for the next one instead of being faulted in again.
+        .linear_memory_keep_resident(1 << 20);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    c
+}
+
+/// Engines by stack limit (a stack limit is an engine setting in wasmtime).
+#[derive(Default)]
+pub(crate) struct Engines(Mutex<HashMap<usize, Engine>>);
+
+impl Engines {
+    pub(crate) fn get(&self, stack_bytes: u64) -> Result<Engine> {
+        let stack = usize::try_from(stack_bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(16 << 10, 8 << 20);
+        let mut map = self
+            .0
+            .lock()
+            .map_err(|_| Error::Storage("engine lock poisoned".into()))?;
+        if let Some(e) = map.get(&stack) {
+            return Ok(e.clone());
+        }
+        let engine = Engine::new(&config(stack))
+            .map_err(|e| Error::Storage(format!("cannot configure the WebAssembly engine: {e}")))?;
+        map.insert(stack, engine.clone());
+        Ok(engine)
+    }
+}
+
+/// Shared engines for every sandbox in the process.
+pub(crate) fn engines() -> Arc<Engines> {
+    static ENGINES: std::sync::OnceLock<Arc<Engines>> = std::sync::OnceLock::new();
+    ENGINES.get_or_init(|| Arc::new(Engines::default())).clone()
+}

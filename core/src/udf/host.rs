@@ -1,0 +1,145 @@
+//! `WasmResolvers`: the [`ResolverHost`] that runs installed WebAssembly resolvers.
+
+use super::call::{CallReport, call};
+use super::module::{ModuleCache, ModuleError, ResolverModule, content_hash};
+use crate::model::ResolverLimits;
+use crate::resolve::{Outcome, ResolveRequest, ResolverHost};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// Installed resolver modules, by content hash and by (container, name), and the sandbox that
+/// runs them. Every call gets a fresh instance.
+#[derive(Default)]
+pub struct WasmResolvers {
+    bytes: RwLock<HashMap<String, std::sync::Arc<[u8]>>>,
+    names: RwLock<HashMap<(String, String), String>>,
+    compiled: ModuleCache,
+}
+
+impl std::fmt::Debug for WasmResolvers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmResolvers").finish_non_exhaustive()
+    }
+}
+
+impl WasmResolvers {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Validates `bytes` and installs them as resolver `name` of `container`; returns the
+    /// content hash. A module that breaks the ABI is refused with the reason.
+    pub fn install(
+        &self,
+        container: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<String, ModuleError> {
+        let module = self
+            .compiled
+            .get_or_compile(bytes, ResolverLimits::default().stack_bytes)?;
+        let hash = module.hash().to_owned();
+        if let Ok(mut b) = self.bytes.write() {
+            b.insert(hash.clone(), bytes.into());
+        }
+        if let Ok(mut n) = self.names.write() {
+            n.insert((container.to_owned(), name.to_owned()), hash.clone());
+        }
+        Ok(hash)
+    }
+
+    /// The module bytes with this content hash, if installed.
+    pub fn module_bytes(&self, hash: &str) -> Option<std::sync::Arc<[u8]>> {
+        self.bytes.read().ok()?.get(hash).cloned()
+    }
+
+    /// The content hash installed under `container`/`name`.
+    pub fn hash_of(&self, container: &str, name: &str) -> Option<String> {
+        self.names
+            .read()
+            .ok()?
+            .get(&(container.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Runs a module on raw ABI input under `limits`, with the report of the call.
+    pub fn call_module(
+        &self,
+        bytes: &[u8],
+        input: &[u8],
+        limits: &ResolverLimits,
+    ) -> Result<CallReport, ModuleError> {
+        let module: ResolverModule = self.compiled.get_or_compile(bytes, limits.stack_bytes)?;
+        Ok(call(&module, input, limits))
+    }
+
+    fn resolve_report(&self, req: &ResolveRequest<'_>) -> CallReport {
+        let missing = || CallReport {
+            outcome: Outcome::Failed("resolver missing".into()),
+            fuel_used: 0,
+            logs: vec![],
+        };
+        let hash = match req.hash {
+            Some(h) => Some(h.to_owned()),
+            None => self.hash_of(req.container, req.resolver),
+        };
+        let Some(bytes) = hash.and_then(|h| self.module_bytes(&h)) else {
+            return missing();
+        };
+        debug_assert_eq!(
+            req.hash
+                .map(str::to_owned)
+                .unwrap_or_else(|| content_hash(&bytes)),
+            content_hash(&bytes)
+        );
+        match self.call_module(&bytes, &abi_input(req), req.limits) {
+            Ok(r) => r,
+            Err(e) => CallReport {
+                outcome: Outcome::Failed(format!("trap: {e}")),
+                fuel_used: 0,
+                logs: vec![],
+            },
+        }
+    }
+}
+
+impl ResolverHost for WasmResolvers {
+    fn resolve(&self, req: &ResolveRequest<'_>) -> Outcome {
+        self.resolve_report(req).outcome
+    }
+}
+
+/// The ABI's input JSON for a request. Bodies are already JSON text, so they are spliced in
+/// rather than parsed again.
+pub(crate) fn abi_input(req: &ResolveRequest<'_>) -> Vec<u8> {
+    let size: usize = req
+        .versions
+        .iter()
+        .map(|v| v.body.as_ref().map_or(4, String::len) + 96)
+        .sum();
+    let mut out = String::with_capacity(size + 128);
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    out.push_str(&format!(
+        "{{\"abi\":1,\"container\":{},\"id\":{},\"partitionKey\":{},\"versions\":[",
+        q(req.container),
+        q(req.id),
+        req.partition_key.as_json()
+    ));
+    for (i, v) in req.versions.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"item\":");
+        out.push_str(v.body.as_deref().unwrap_or("null"));
+        out.push_str(&format!(
+            ",\"deleted\":{},\"region\":{},\"timestamp\":{},\"logical\":{}}}",
+            v.deleted,
+            q(&v.region),
+            v.timestamp,
+            v.logical
+        ));
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}

@@ -1,0 +1,13 @@
+//! The WebAssembly resolver sandbox (ABI version 1): a wasmtime engine configured for
+//! determinism and isolation, module validation at install, and one fresh, limited instance
+//! per call.
+
+mod call;
+mod engine;
+mod host;
+mod module;
+
+pub use call::{CallReport, MAX_LOG_BYTES};
+pub use engine::{EngineFingerprint, MAX_MEMORY_LIMIT};
+pub use host::WasmResolvers;
+pub use module::{ABI_VERSION, ModuleError, ResolverModule, content_hash};

@@ -1,0 +1,320 @@
+//! The WebAssembly sandbox: every outcome of a call, refusals at install, fresh state per call,
+//! determinism. Modules are written in WAT here, against ABI.md alone.
+
+use converge_core::{
+    CanonicalVersion, ConflictPolicy, ModuleError, Outcome, PartitionKey, ResolveRequest,
+    ResolverHost, ResolverLimits, Store, StoreOptions, WasmResolvers,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+/// A module with a bump allocator and `converge_resolve` = `body` (which has `$ptr`, `$len`).
+fn module(imports: &str, data: &str, body: &str, extra: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+  {imports}
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 4096))
+  (data (i32.const 16) "{data}")
+  (func (export "converge_abi_version") (result i32) (i32.const 1))
+  (func (export "converge_alloc") (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $bump))
+    (global.set $bump (i32.add (global.get $bump) (local.get $len)))
+    (if (i32.gt_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536)))
+      (then
+        (if (i32.eq (memory.grow (i32.add (i32.const 1)
+              (i32.div_u (i32.sub (global.get $bump) (i32.mul (memory.size) (i32.const 65536))) (i32.const 65536))))
+              (i32.const -1))
+          (then (return (i32.const 0))))))
+    (local.get $p))
+  (func (export "converge_resolve") (param $ptr i32) (param $len i32) (result i64)
+    {body})
+  {extra}
+)"#
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test WAT: {e}\n{text}"))
+}
+
+/// Returns the data segment (at 16) as the answer.
+fn answer(json: &str) -> Vec<u8> {
+    let escaped = json.replace('"', "\\\"");
+    let body = format!(
+        "(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const {}))",
+        json.len()
+    );
+    module("", &escaped, &body, "")
+}
+
+fn versions() -> Vec<CanonicalVersion> {
+    let v = |region: &str, ts: u64, n: i64| CanonicalVersion {
+        body: Some(json!({"_ts": ts / 1000, "id": "i", "pk": "p", "n": n}).to_string()),
+        deleted: false,
+        region: region.into(),
+        timestamp: ts,
+        logical: 0,
+    };
+    vec![v("east", 2000, 2), v("west", 1000, 1)]
+}
+
+fn run_with(bytes: &[u8], limits: &ResolverLimits) -> Outcome {
+    let host = WasmResolvers::new();
+    let hash = host.install("c", "r", bytes).expect("install");
+    let vs = versions();
+    let pk = PartitionKey::from("p");
+    let req = ResolveRequest {
+        container: "c",
+        id: "i",
+        partition_key: &pk,
+        versions: &vs,
+        resolver: "r",
+        hash: Some(&hash),
+        limits,
+    };
+    host.resolve(&req)
+}
+
+fn run(bytes: &[u8]) -> Outcome {
+    run_with(bytes, &ResolverLimits::default())
+}
+
+fn failed(o: Outcome) -> String {
+    match o {
+        Outcome::Failed(r) => r,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn decisions_come_back() {
+    assert_eq!(run(&answer(r#"{"pick":1}"#)), Outcome::Pick(1));
+    assert_eq!(run(&answer(r#"{"delete":true}"#)), Outcome::Delete);
+    assert_eq!(
+        failed(run(&answer(r#"{"defer":"needs a human"}"#))),
+        "deferred: needs a human"
+    );
+    assert!(matches!(
+        run(&answer(r#"{"merge":{"id":"i","pk":"p"}}"#)),
+        Outcome::Merge(_)
+    ));
+}
+
+#[test]
+fn every_failure_has_its_feed_reason() {
+    let unreachable = module("", "", "(unreachable)", "");
+    assert_eq!(failed(run(&unreachable)), "trap: unreachable");
+
+    let msg = "cart has no lines";
+    let panics = module(
+        r#"(import "converge" "panic" (func $panic (param i32 i32)))"#,
+        msg,
+        &format!(
+            "(call $panic (i32.const 16) (i32.const {})) (unreachable)",
+            msg.len()
+        ),
+        "",
+    );
+    assert_eq!(failed(run(&panics)), format!("trap: {msg}"));
+
+    let spins = module("", "", "(loop $l (br $l)) (i64.const 0)", "");
+    assert_eq!(failed(run(&spins)), "out of fuel");
+
+    let grows = module(
+        "",
+        "",
+        "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)",
+        "",
+    );
+    assert_eq!(failed(run(&grows)), "memory limit");
+
+    let recurses = module(
+        "",
+        "",
+        "(call $deep (i64.const 0))",
+        "(func $deep (param i64) (result i64) (call $deep (i64.add (local.get 0) (i64.const 1))))",
+    );
+    assert_eq!(failed(run(&recurses)), "stack overflow");
+
+    let not_json = answer("this is not json");
+    assert_eq!(failed(run(&not_json)), "invalid output: not JSON");
+
+    let out_of_bounds = module(
+        "",
+        "",
+        "(i64.or (i64.shl (i64.const 65530) (i64.const 32)) (i64.const 100))",
+        "",
+    );
+    assert_eq!(failed(run(&out_of_bounds)), "invalid output: out of bounds");
+
+    let huge = module(
+        "",
+        "",
+        "(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 0xfffffff))",
+        "",
+    );
+    assert_eq!(failed(run(&huge)), "invalid output: too large");
+
+    let small_input = ResolverLimits {
+        input_bytes: 10,
+        ..ResolverLimits::default()
+    };
+    assert_eq!(
+        failed(run_with(&answer(r#"{"pick":0}"#), &small_input)),
+        "input too large"
+    );
+
+    // `converge_alloc` cannot grow memory past a 64 KiB limit for a 100 KB input: it returns 0.
+    let small_memory = ResolverLimits {
+        memory_bytes: 65536,
+        ..ResolverLimits::default()
+    };
+    let host = WasmResolvers::new();
+    let big_input = vec![b' '; 100_000];
+    let report = host
+        .call_module(&answer(r#"{"pick":0}"#), &big_input, &small_memory)
+        .expect("call");
+    assert_eq!(report.outcome, Outcome::Failed("memory limit".into()));
+}
+
+#[test]
+fn modules_that_break_the_abi_are_refused_at_install() {
+    let host = WasmResolvers::new();
+    assert!(matches!(
+        host.install("c", "r", b"not wasm"),
+        Err(ModuleError::Invalid(_))
+    ));
+    let bad_import = module(
+        r#"(import "env" "clock" (func (result i64)))"#,
+        "",
+        "(i64.const 0)",
+        "",
+    );
+    let e = host.install("c", "r", &bad_import).expect_err("refused");
+    assert!(
+        matches!(&e, ModuleError::Import { module, name } if module == "env" && name == "clock"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("env.clock"));
+    let wrong_version = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "converge_abi_version") (result i32) (i32.const 2))
+            (func (export "converge_alloc") (param i32) (result i32) (i32.const 8))
+            (func (export "converge_resolve") (param i32 i32) (result i64) (i64.const 0)))"#,
+    )
+    .expect("wat");
+    assert_eq!(
+        host.install("c", "r", &wrong_version),
+        Err(ModuleError::AbiVersion(2))
+    );
+    let missing = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "converge_abi_version") (result i32) (i32.const 1)))"#).expect("wat");
+    assert!(matches!(
+        host.install("c", "r", &missing),
+        Err(ModuleError::Export {
+            name: "converge_alloc",
+            ..
+        })
+    ));
+    let wrong_type = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "converge_abi_version") (result i32) (i32.const 1))
+            (func (export "converge_alloc") (param i64) (result i32) (i32.const 8))
+            (func (export "converge_resolve") (param i32 i32) (result i64) (i64.const 0)))"#,
+    )
+    .expect("wat");
+    assert!(matches!(
+        host.install("c", "r", &wrong_type),
+        Err(ModuleError::Export {
+            name: "converge_alloc",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn every_call_starts_from_a_fresh_state_and_is_deterministic() {
+    // A counter in a global: if state leaked between calls, the second call would pick 1.
+    let counting = module(
+        "",
+        r#"{\"pick\":0}{\"pick\":1}"#,
+        "(global.set $calls (i32.add (global.get $calls) (i32.const 1))) \
+         (i64.or (i64.shl (i64.extend_i32_u (i32.add (i32.const 6) (i32.mul (i32.const 10) (global.get $calls)))) (i64.const 32)) (i64.const 10))",
+        "(global $calls (mut i32) (i32.const 0))",
+    );
+    let host = WasmResolvers::new();
+    let limits = ResolverLimits::default();
+    let input = br#"{"abi":1,"container":"c","id":"i","partitionKey":"p","versions":[]}"#;
+    let a = host.call_module(&counting, input, &limits).expect("call");
+    let b = host.call_module(&counting, input, &limits).expect("call");
+    assert_eq!(a.outcome, Outcome::Pick(0));
+    assert_eq!(a, b, "same outcome and the same fuel, call after call");
+    assert!(a.fuel_used > 0);
+}
+
+#[test]
+fn a_store_resolves_custom_conflicts_with_an_installed_module() {
+    let host = Arc::new(WasmResolvers::new());
+    host.install("carts", "newest", &answer(r#"{"pick":1}"#))
+        .expect("install");
+    let opts = || StoreOptions::new().resolver_host(host.clone());
+    let (a, b) = (
+        Store::memory("a", opts()).expect("a"),
+        Store::memory("b", opts()).expect("b"),
+    );
+    let policy = ConflictPolicy::Custom {
+        resolver: "newest".into(),
+        hash: None,
+        limits: ResolverLimits::default(),
+    };
+    for s in [&a, &b] {
+        s.put_container("db", "carts", "/pk", policy.clone())
+            .expect("container");
+    }
+    a.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "a"}))
+        .expect("a");
+    b.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "b"}))
+        .expect("b");
+    for (dst, src) in [(&a, &b), (&b, &a)] {
+        dst.apply_batch(
+            &src.read_log(converge_core::Cursor::START, 100)
+                .expect("log"),
+        )
+        .expect("apply");
+    }
+    let pk = PartitionKey::from("p");
+    let (ia, ib) = (
+        a.read_item("db", "carts", &pk, "i").expect("a"),
+        b.read_item("db", "carts", &pk, "i").expect("b"),
+    );
+    assert_eq!(ia.etag, ib.etag);
+    assert!(
+        a.conflicts("db", "carts", None, 10)
+            .expect("feed")
+            .items
+            .is_empty(),
+        "the resolver decided"
+    );
+}
+
+#[test]
+fn the_hand_written_wat_resolver_runs_as_docs_abi_md_describes() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../udf-examples/wat/review.wat"
+    );
+    let bytes = wat::parse_file(path).expect("review.wat parses");
+    let host = WasmResolvers::new();
+    host.install("c", "review", &bytes)
+        .expect("accepted by the host");
+    let input = br#"{"abi":1,"container":"c","id":"i","partitionKey":"p","versions":[{"item":null,"deleted":true,"region":"w","timestamp":1,"logical":0},{"item":{"id":"i"},"deleted":false,"region":"e","timestamp":0,"logical":0}]}"#;
+    let report = host
+        .call_module(&bytes, input, &ResolverLimits::default())
+        .expect("call");
+    assert_eq!(
+        report.outcome,
+        Outcome::Failed("deferred: sent to review".into())
+    );
+    assert_eq!(
+        report.logs,
+        vec!["review.wat: deferring a conflict".to_owned()]
+    );
+}
