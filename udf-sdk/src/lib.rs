@@ -23,9 +23,28 @@
 //!   {"item":{"id":"c1","lines":[1,2]},"deleted":false,"region":"east","timestamp":1,"logical":0}]}"#;
 //! assert_eq!(resolve_json(input.as_bytes(), most_lines), r#"{"pick":1}"#);
 //! ```
+//!
+//! To build it as a resolver, export it with [`resolver!`] in a `cdylib` crate and compile for
+//! `wasm32-unknown-unknown`:
+//!
+//! ```
+//! use converge_udf_sdk::{Conflict, Decision};
+//!
+//! fn newest(_: &Conflict) -> Decision {
+//!     Decision::Pick(0)
+//! }
+//!
+//! // Exports the ABI when compiled to wasm32; natively it expands to nothing.
+//! converge_udf_sdk::resolver!(newest);
+//! ```
+//!
+//! The macro exports the ABI's functions, installs a panic hook that sends the panic message to
+//! the host before the guest traps, and [`log`] sends diagnostics to the host.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub mod guest;
 
 /// The ABI version this SDK implements.
 pub const ABI_VERSION: i32 = 1;
@@ -117,6 +136,39 @@ pub fn resolve_json(input: &[u8], resolver: impl Fn(&Conflict) -> Decision) -> S
         Ok(_) => Decision::Defer("input has fewer than two versions".into()).to_json(),
         Err(e) => Decision::Defer(format!("cannot decode the input: {e}")).to_json(),
     }
+}
+
+/// Sends a diagnostic message to the host (kept with the call's report). Natively, for unit
+/// tests, it prints to standard error.
+pub fn log(message: &str) {
+    guest::log(message);
+}
+
+/// Exports a function `fn(&Conflict) -> Decision` as the module's resolver: defines
+/// `converge_abi_version`, `converge_alloc` and `converge_resolve` when compiling to
+/// WebAssembly, and nothing natively (so the same crate's unit tests call the function
+/// directly).
+#[macro_export]
+macro_rules! resolver {
+    ($resolver:path) => {
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn converge_abi_version() -> i32 {
+            $crate::ABI_VERSION
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn converge_alloc(len: i32) -> i32 {
+            $crate::guest::alloc(len)
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn converge_resolve(ptr: i32, len: i32) -> i64 {
+            $crate::guest::resolve(ptr, len, $resolver)
+        }
+    };
 }
 
 #[cfg(test)]
