@@ -169,6 +169,13 @@ impl ConflictPolicy {
                             .into(),
                     ));
                 }
+                if limits.memory_bytes > crate::udf::MAX_MEMORY_LIMIT {
+                    return Err(Error::InvalidDefinition(format!(
+                        "resolver memory limit {} is over the host's maximum of {} bytes",
+                        limits.memory_bytes,
+                        crate::udf::MAX_MEMORY_LIMIT
+                    )));
+                }
                 Ok(())
             }
             _ => Ok(()),
@@ -261,6 +268,18 @@ mod tests {
         );
         assert!(serde_json::from_value::<ConflictPolicy>(json!({"mode": "other"})).is_err());
         assert!(ConflictPolicy::Lww { path: "x".into() }.validate().is_err());
+        let huge = ResolverLimits {
+            memory_bytes: 1 << 40,
+            ..ResolverLimits::default()
+        };
+        let custom = ConflictPolicy::Custom {
+            resolver: "r".into(),
+            hash: None,
+            limits: huge,
+        };
+        assert!(
+            matches!(custom.validate(), Err(Error::InvalidDefinition(m)) if m.contains("maximum"))
+        );
         assert!(validate_pk_path("/customerId").is_ok());
         assert!(validate_pk_path("customerId").is_err());
         assert!(validate_pk_path("/_ts").is_err());

@@ -19,6 +19,18 @@ pub struct ApplyReport {
     pub ignored: usize,
 }
 
+/// Applies remote versions in one transaction; the first that fails its checks fails it all.
+fn apply_all(tx: &mut super::tx::Tx<'_>, versions: &[Version]) -> Result<ApplyReport> {
+    let mut report = ApplyReport::default();
+    for v in versions {
+        match tx.apply(v, false)? {
+            Some(_) => report.applied += 1,
+            None => report.ignored += 1,
+        }
+    }
+    Ok(report)
+}
+
 fn parse_conflict_id(id: &str) -> Result<u128> {
     if id.len() != 32 {
         return Err(Error::UnknownConflict(id.to_owned()));
@@ -201,13 +213,7 @@ impl Store {
     /// harmless; a version that fails its checks rejects the whole batch.
     pub fn apply_batch(&self, batch: &Batch) -> Result<ApplyReport> {
         self.write_tx(self.commit_sync(), |tx| {
-            let mut report = ApplyReport::default();
-            for v in &batch.versions {
-                match tx.apply(v, false)? {
-                    Some(_) => report.applied += 1,
-                    None => report.ignored += 1,
-                }
-            }
+            let report = apply_all(tx, &batch.versions)?;
             tx.kv.put(
                 Table::Cursors,
                 batch.source.as_str().as_bytes(),
@@ -219,16 +225,7 @@ impl Store {
 
     /// Applies versions delivered outside a cursor (any order, any duplicates).
     pub fn apply_versions(&self, versions: &[Version]) -> Result<ApplyReport> {
-        self.write_tx(self.commit_sync(), |tx| {
-            let mut report = ApplyReport::default();
-            for v in versions {
-                match tx.apply(v, false)? {
-                    Some(_) => report.applied += 1,
-                    None => report.ignored += 1,
-                }
-            }
-            Ok(report)
-        })
+        self.write_tx(self.commit_sync(), |tx| apply_all(tx, versions))
     }
 
     /// The saved cursor into `peer`'s log ([`Cursor::START`] if none).

@@ -336,6 +336,12 @@ impl Store {
         &self.region
     }
 
+    /// The build whose sandbox results this region produces; peers compare it and report a
+    /// mismatch (fuel counts and stack use depend on it).
+    pub fn engine_fingerprint(&self) -> crate::udf::EngineFingerprint {
+        crate::udf::EngineFingerprint::current()
+    }
+
     /// The incarnation this open took.
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
