@@ -34,7 +34,13 @@ fn definitions_replicate_and_independent_creations_are_one_container() {
             2
         );
     }
-    // A policy change replicates.
+    // A policy change replicates, and replaces what b had read (and cached) before.
+    assert_eq!(
+        b.container("shop", "carts")
+            .expect("def")
+            .conflict_resolution_policy,
+        ConflictPolicy::default()
+    );
     a.put_container("shop", "carts", "/customerId", ConflictPolicy::Manual)
         .expect("policy");
     exchange(&[&a, &b]);

@@ -81,7 +81,11 @@ impl Store {
 
     /// The definition of `database/name`.
     pub fn container(&self, database: &str, name: &str) -> Result<ContainerDef> {
-        self.read_tx(|kv, _| defs::active_def(kv, database, name))
+        let generation = self.defs_generation();
+        self.read_tx(|kv, _| {
+            self.def_cached(kv, generation, database, name)
+                .map(|d| (*d).clone())
+        })
     }
 
     /// The containers of a database; [`Error::UnknownContainer`] (with an empty container

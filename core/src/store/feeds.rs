@@ -48,8 +48,9 @@ impl Store {
         max: usize,
     ) -> Result<Page<ConflictRecord>> {
         let max = max.max(1);
+        let generation = self.defs_generation();
         self.read_tx(|kv, _| {
-            defs::active_def(kv, database, container)?;
+            self.def_cached(kv, generation, database, container)?;
             let prefix = defs::conflict_prefix(database, container);
             let end = prefix_end(&prefix);
             let from = match continuation {
@@ -77,8 +78,9 @@ impl Store {
     /// Reads one conflict record.
     pub fn conflict(&self, database: &str, container: &str, id: &str) -> Result<ConflictRecord> {
         let n = parse_conflict_id(id)?;
+        let generation = self.defs_generation();
         self.read_tx(|kv, _| {
-            defs::active_def(kv, database, container)?;
+            self.def_cached(kv, generation, database, container)?;
             match kv.get(
                 Table::Conflicts,
                 &defs::conflict_key(database, container, n),
@@ -93,7 +95,7 @@ impl Store {
     pub fn delete_conflict(&self, database: &str, container: &str, id: &str) -> Result<()> {
         let n = parse_conflict_id(id)?;
         self.write_tx(self.commit_sync(), |tx| {
-            defs::active_def(tx.read(), database, container)?;
+            self.def_cached(tx.read(), self.defs_generation(), database, container)?;
             let k = defs::conflict_key(database, container, n);
             if tx.read().get(Table::Conflicts, &k)?.is_none() {
                 return Err(Error::UnknownConflict(id.to_owned()));
@@ -118,8 +120,9 @@ impl Store {
                 .map_err(|_| Error::InvalidToken(format!("{t:?} is not a change-feed token")))?,
             None => 0,
         };
+        let generation = self.defs_generation();
         self.read_tx(|kv, _| {
-            let def = defs::active_def(kv, database, container)?;
+            let def = self.def_cached(kv, generation, database, container)?;
             let cid = def.creation_id;
             let from = cid_lsn_key(cid, after.saturating_add(1));
             let end = prefix_end(&cid.0.to_be_bytes());

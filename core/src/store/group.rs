@@ -7,7 +7,6 @@
 
 use super::Store;
 use super::backend::Sync;
-use super::defs;
 use super::items::{WriteOp, WriteOutcome, apply_op};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -80,7 +79,8 @@ impl Store {
         let out = self.write_tx(Sync::Durable, |tx| {
             let mut out = Vec::with_capacity(batch.len());
             for p in batch {
-                let r = defs::active_def(tx.read(), &p.database, &p.container)
+                let r = self
+                    .def_cached(tx.read(), self.defs_generation(), &p.database, &p.container)
                     .and_then(|def| apply_op(tx, &def, p.op));
                 if let Err(Error::Storage(e)) = r {
                     return Err(Error::Storage(e));

@@ -203,7 +203,7 @@ impl Store {
         ops: Vec<WriteOp>,
     ) -> Result<Vec<Result<WriteOutcome>>> {
         self.write_tx(self.commit_sync(), |tx| {
-            let def = defs::active_def(tx.read(), database, container)?;
+            let def = self.def_cached(tx.read(), self.defs_generation(), database, container)?;
             let mut out = Vec::with_capacity(ops.len());
             for op in ops {
                 match apply_op(tx, &def, op) {
@@ -221,7 +221,7 @@ impl Store {
             return self.write_grouped(database, container, op);
         }
         self.write_tx(self.commit_sync(), |tx| {
-            let def = defs::active_def(tx.read(), database, container)?;
+            let def = self.def_cached(tx.read(), self.defs_generation(), database, container)?;
             apply_op(tx, &def, op)
         })
     }
@@ -293,8 +293,9 @@ impl Store {
         partition_key: &PartitionKey,
         id: &str,
     ) -> Result<Item> {
+        let generation = self.defs_generation();
         self.read_tx(|kv, _| {
-            let def = defs::active_def(kv, database, container)?;
+            let def = self.def_cached(kv, generation, database, container)?;
             let key = ItemKey {
                 partition_key: partition_key.clone(),
                 id: id.to_owned(),
@@ -318,8 +319,9 @@ impl Store {
         max: usize,
     ) -> Result<Page<Item>> {
         let max = max.max(1);
+        let generation = self.defs_generation();
         self.read_tx(|kv, _| {
-            let def = defs::active_def(kv, database, container)?;
+            let def = self.def_cached(kv, generation, database, container)?;
             let prefix = match partition_key {
                 Some(pk) => partition_prefix(def.creation_id, pk),
                 None => def.creation_id.0.to_be_bytes().to_vec(),

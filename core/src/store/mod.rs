@@ -3,6 +3,7 @@
 mod backend;
 pub(crate) mod codec;
 mod containers;
+mod def_cache;
 mod defs;
 mod feeds;
 mod group;
@@ -189,6 +190,7 @@ pub struct Store {
     writer: Mutex<Writer_>,
     actors: RwLock<Actors>,
     group: group::GroupCommit,
+    def_cache: RwLock<def_cache::DefCache>,
     options: StoreOptions,
 }
 
@@ -327,6 +329,7 @@ impl Store {
             }),
             actors: RwLock::new(actors),
             group: group::GroupCommit::default(),
+            def_cache: RwLock::new(def_cache::DefCache::default()),
             options,
         })
     }
@@ -369,6 +372,7 @@ impl Store {
         let saved = w.state.clone();
         let saved_clock = w.clock.clone();
         let mut new_actors = Vec::new();
+        let mut defs_changed = false;
         let out = {
             let actors = self
                 .actors
@@ -386,11 +390,16 @@ impl Store {
                 );
                 let r = f(&mut t)?;
                 t.finish()?;
+                defs_changed = t.defs_changed();
                 Ok(r)
             })
         };
         match out {
             Ok(r) => {
+                if defs_changed {
+                    // Before the writer lock is released: see def_cache.rs.
+                    self.invalidate_defs();
+                }
                 if !new_actors.is_empty() {
                     let mut a = self
                         .actors

@@ -31,6 +31,8 @@ pub(crate) struct Tx<'a> {
     cids: HashMap<CreationId, CidState>,
     /// The last writer interned: batches are mostly one writer's versions.
     last_writer: Option<(Writer, ActorId)>,
+    /// Whether a system-container version (a definition) was applied.
+    defs_changed: bool,
 }
 
 /// A conflict record an item's current state justifies.
@@ -70,7 +72,12 @@ impl<'a> Tx<'a> {
             new_actors,
             cids: HashMap::new(),
             last_writer: None,
+            defs_changed: false,
         }
+    }
+
+    pub(super) fn defs_changed(&self) -> bool {
+        self.defs_changed
     }
 
     pub(super) fn read(&self) -> &dyn KvRead {
@@ -350,6 +357,7 @@ impl<'a> Tx<'a> {
             .as_deref()
             .ok_or_else(|| Error::CorruptBatch("definition without body".into()))?;
         let def = defs::parse_def(body)?;
+        self.defs_changed = true;
         let (db, name) = (def.database.clone(), def.name.clone());
         let old_def = defs::visible_def(&*self.kv, &db, &name)?;
         let cid_key = def.creation_id.0.to_be_bytes();
