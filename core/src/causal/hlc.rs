@@ -73,6 +73,11 @@ impl Clock {
         }
     }
 
+    /// Current physical time from the clock's source, ms.
+    pub fn physical_now(&self) -> u64 {
+        (self.physical)()
+    }
+
     /// The greatest timestamp issued or observed.
     pub fn last(&self) -> Hlc {
         self.last

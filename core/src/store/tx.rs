@@ -151,13 +151,7 @@ impl<'a> Tx<'a> {
     }
 
     fn clock_now_ms(&self) -> u64 {
-        match self.store.options.clock_source {
-            Some(f) => f(),
-            None => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-        }
+        self.clock.physical_now()
     }
 
     /// Writes a new local version of an item whose current record is `rec`.
