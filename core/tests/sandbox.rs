@@ -318,3 +318,63 @@ fn the_hand_written_wat_resolver_runs_as_docs_abi_md_describes() {
         vec!["review.wat: deferring a conflict".to_owned()]
     );
 }
+
+#[test]
+fn the_watchdog_stops_a_runaway_call_which_is_retried_not_recorded() {
+    // Fuel would allow a very long run; the wall-clock watchdog stops it first.
+    let spins = module("", "", "(loop $l (br $l)) (i64.const 0)", "");
+    let limits = ResolverLimits {
+        fuel: u64::MAX / 4,
+        ..ResolverLimits::default()
+    };
+    let host = Arc::new(WasmResolvers::new().with_watchdog(std::time::Duration::from_millis(50)));
+    let input = br#"{"abi":1}"#;
+    let report = host.call_module(&spins, input, &limits).expect("call");
+    assert_eq!(report.outcome, Outcome::Interrupted);
+
+    host.install("carts", "slow", &spins).expect("install");
+    let opts = || StoreOptions::new().resolver_host(host.clone());
+    let (a, b) = (
+        Store::memory("a", opts()).expect("a"),
+        Store::memory("b", opts()).expect("b"),
+    );
+    let policy = ConflictPolicy::Custom {
+        resolver: "slow".into(),
+        hash: None,
+        limits,
+    };
+    for s in [&a, &b] {
+        s.put_container("db", "carts", "/pk", policy.clone())
+            .expect("container");
+    }
+    a.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "a"}))
+        .expect("a");
+    b.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "b"}))
+        .expect("b");
+    a.apply_batch(&b.read_log(converge_core::Cursor::START, 100).expect("log"))
+        .expect("apply");
+    let pk = PartitionKey::from("p");
+    // The LWW winner shows, nothing is recorded, and the item waits for a retry.
+    assert_eq!(
+        a.read_item("db", "carts", &pk, "i").expect("read").body["who"],
+        "b"
+    );
+    assert!(
+        a.conflicts("db", "carts", None, 10)
+            .expect("feed")
+            .items
+            .is_empty()
+    );
+    assert_eq!(a.interrupted_count(), 1);
+    assert_eq!(a.retry_interrupted().expect("retry"), 1);
+    assert_eq!(a.interrupted_count(), 1, "stopped again: still pending");
+    // Once a resolver that finishes is installed under the name, the retry decides.
+    host.install("carts", "slow", &answer(r#"{"pick":1}"#))
+        .expect("replace");
+    assert_eq!(a.retry_interrupted().expect("retry"), 1);
+    assert_eq!(a.interrupted_count(), 0);
+    assert_eq!(
+        a.read_item("db", "carts", &pk, "i").expect("read").body["who"],
+        "a"
+    );
+}

@@ -50,6 +50,9 @@ pub enum Outcome {
     /// No decision: the LWW winner is shown as tentative and the conflict goes to the feed with
     /// this reason (`manual policy`, `resolver missing`, `trap: …`, …).
     Failed(String),
+    /// The wall-clock watchdog stopped the call. Nothing is recorded: the LWW winner shows as
+    /// tentative and the store retries the resolution later ([`crate::Store::retry_interrupted`]).
+    Interrupted,
 }
 
 /// Runs custom resolvers. The WebAssembly sandbox implements it; [`NoResolvers`] is the host

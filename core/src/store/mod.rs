@@ -191,6 +191,8 @@ pub struct Store {
     actors: RwLock<Actors>,
     group: group::GroupCommit,
     def_cache: RwLock<def_cache::DefCache>,
+    /// Items whose resolution the watchdog stopped; see [`Store::retry_interrupted`].
+    retry: Mutex<std::collections::BTreeSet<(crate::model::CreationId, crate::model::ItemKey)>>,
     options: StoreOptions,
 }
 
@@ -330,6 +332,7 @@ impl Store {
             actors: RwLock::new(actors),
             group: group::GroupCommit::default(),
             def_cache: RwLock::new(def_cache::DefCache::default()),
+            retry: Mutex::new(std::collections::BTreeSet::new()),
             options,
         })
     }
@@ -358,6 +361,34 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// How many items wait for a resolution the watchdog stopped.
+    pub fn interrupted_count(&self) -> usize {
+        self.retry.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Resolves again the items whose resolver call the watchdog stopped (outside any
+    /// replication batch, so a runaway resolver never stalls a peer). Returns how many were
+    /// retried; those stopped again stay pending.
+    pub fn retry_interrupted(&self) -> Result<usize> {
+        let pending: Vec<_> = match self.retry.lock() {
+            Ok(mut r) => std::mem::take(&mut *r).into_iter().collect(),
+            Err(_) => return Err(Error::Storage("retry lock poisoned".into())),
+        };
+        let n = pending.len();
+        let out = self.write_tx(self.commit_sync(), |tx| {
+            for (cid, key) in &pending {
+                tx.refresh_existing(*cid, key)?;
+            }
+            Ok(())
+        });
+        if out.is_err()
+            && let Ok(mut r) = self.retry.lock()
+        {
+            r.extend(pending);
+        }
+        out.map(|()| n)
+    }
+
     /// Makes every commit so far durable (a no-op under immediate durability).
     pub fn flush(&self) -> Result<()> {
         self.write_tx(Sync::Durable, |_| Ok(()))
@@ -373,6 +404,7 @@ impl Store {
         let saved_clock = w.clock.clone();
         let mut new_actors = Vec::new();
         let mut defs_changed = false;
+        let mut interrupted = Vec::new();
         let out = {
             let actors = self
                 .actors
@@ -391,6 +423,7 @@ impl Store {
                 let r = f(&mut t)?;
                 t.finish()?;
                 defs_changed = t.defs_changed();
+                interrupted = t.take_interrupted();
                 Ok(r)
             })
         };
@@ -399,6 +432,11 @@ impl Store {
                 if defs_changed {
                     // Before the writer lock is released: see def_cache.rs.
                     self.invalidate_defs();
+                }
+                if !interrupted.is_empty()
+                    && let Ok(mut r) = self.retry.lock()
+                {
+                    r.extend(interrupted);
                 }
                 if !new_actors.is_empty() {
                     let mut a = self

@@ -33,6 +33,8 @@ pub(crate) struct Tx<'a> {
     last_writer: Option<(Writer, ActorId)>,
     /// Whether a system-container version (a definition) was applied.
     defs_changed: bool,
+    /// Items whose resolution the watchdog stopped, to retry after the commit.
+    interrupted: Vec<(CreationId, ItemKey)>,
 }
 
 /// A conflict record an item's current state justifies.
@@ -52,6 +54,8 @@ struct Resolution<'s> {
     open: Vec<OpenRecord>,
     /// Where the records go: database and container name.
     feed: Option<(&'s str, &'s str)>,
+    /// The watchdog stopped the resolver: records stay as they were; retry later.
+    retry: bool,
 }
 
 impl<'a> Tx<'a> {
@@ -73,11 +77,16 @@ impl<'a> Tx<'a> {
             cids: HashMap::new(),
             last_writer: None,
             defs_changed: false,
+            interrupted: Vec::new(),
         }
     }
 
     pub(super) fn defs_changed(&self) -> bool {
         self.defs_changed
+    }
+
+    pub(super) fn take_interrupted(&mut self) -> Vec<(CreationId, ItemKey)> {
+        std::mem::take(&mut self.interrupted)
     }
 
     pub(super) fn read(&self) -> &dyn KvRead {
@@ -397,6 +406,15 @@ impl<'a> Tx<'a> {
         Ok(rec)
     }
 
+    /// Re-resolves one stored item (a no-op if it is gone).
+    pub(crate) fn refresh_existing(&mut self, cid: CreationId, key: &ItemKey) -> Result<()> {
+        let ik = item_key(cid, key);
+        if let Some(rec) = defs::load_item(&*self.kv, &ik)? {
+            self.refresh(cid, key, &ik, rec, None)?;
+        }
+        Ok(())
+    }
+
     /// Re-resolves every item of a creation (after its definition changed).
     fn refresh_creation(&mut self, cid: CreationId) -> Result<()> {
         let prefix = cid.0.to_be_bytes();
@@ -463,9 +481,17 @@ impl<'a> Tx<'a> {
         for &i in &res.shown_siblings {
             rec.siblings[i].shown = true;
         }
-        // Conflict records: new ones open, the ones no longer justified superseded.
-        let new_ids: Vec<u128> = res.open.iter().map(|o| o.id).collect();
-        if let Some((db, name)) = res.feed {
+        // Conflict records: new ones open, the ones no longer justified superseded. A call the
+        // watchdog stopped says nothing about them: they stay, and the item is retried.
+        if res.retry {
+            self.interrupted.push((cid, key.clone()));
+        }
+        let new_ids: Vec<u128> = if res.retry {
+            rec.open.clone()
+        } else {
+            res.open.iter().map(|o| o.id).collect()
+        };
+        if let Some((db, name)) = res.feed.filter(|_| !res.retry) {
             for old in rec.open.iter().filter(|id| !new_ids.contains(id)) {
                 let k = defs::conflict_key(db, name, *old);
                 if let Some(b) = self.kv.get(Table::Conflicts, &k)? {
@@ -549,6 +575,7 @@ impl<'a> Tx<'a> {
             shown_siblings: vec![],
             open: vec![],
             feed,
+            retry: false,
         };
         let (def, path): (Option<&ContainerDef>, &str) = match state {
             CidState::System => (None, "/_ts"),
@@ -679,6 +706,7 @@ impl<'a> Tx<'a> {
                     shown_siblings: vec![i],
                     open,
                     feed,
+                    retry: false,
                 },
                 true => Resolution {
                     shown_siblings: vec![i],
@@ -696,10 +724,15 @@ impl<'a> Tx<'a> {
                 shown_siblings: (0..sibs.len()).collect(),
                 open: vec![],
                 feed,
+                retry: false,
             },
             Outcome::Delete => Resolution {
                 shown_siblings: (0..sibs.len()).collect(),
                 ..hidden(feed)
+            },
+            Outcome::Interrupted => Resolution {
+                retry: true,
+                ..pick(order[0], vec![])
             },
             Outcome::Failed(reason) => {
                 let mut open = Vec::new();

@@ -130,6 +130,7 @@ fn trap_reason(err: &wasmtime::Error, state: &CallState) -> String {
 pub(crate) fn abi_version(module: &ResolverModule) -> Result<i32, String> {
     let limits = ResolverLimits::default();
     let mut store = new_store(module, &limits)?;
+    store.set_epoch_deadline(u64::MAX / 2);
     let instance = module
         .pre
         .instantiate(&mut store)
@@ -178,7 +179,12 @@ pub(crate) fn parse_output(out: &[u8]) -> Outcome {
 }
 
 /// Runs one call on a fresh instance of `module` under `limits`.
-pub(crate) fn call(module: &ResolverModule, input: &[u8], limits: &ResolverLimits) -> CallReport {
+pub(crate) fn call(
+    module: &ResolverModule,
+    input: &[u8],
+    limits: &ResolverLimits,
+    watchdog: std::time::Duration,
+) -> CallReport {
     let report = |outcome, fuel_used, logs| CallReport {
         outcome,
         fuel_used,
@@ -191,6 +197,8 @@ pub(crate) fn call(module: &ResolverModule, input: &[u8], limits: &ResolverLimit
         Ok(s) => s,
         Err(e) => return report(Outcome::Failed(format!("trap: {e}")), 0, vec![]),
     };
+    let ticks = watchdog.as_millis() / super::engine::WATCHDOG_TICK.as_millis().max(1);
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
     let outcome = run(module, &mut store, input, limits);
     let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     report(
@@ -206,8 +214,9 @@ fn run(
     input: &[u8],
     limits: &ResolverLimits,
 ) -> Outcome {
-    let fail = |e: wasmtime::Error, store: &Store<CallState>| {
-        Outcome::Failed(trap_reason(&e, store.data()))
+    let fail = |e: wasmtime::Error, store: &Store<CallState>| match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Outcome::Interrupted,
+        _ => Outcome::Failed(trap_reason(&e, store.data())),
     };
     let instance = match module.pre.instantiate(&mut *store) {
         Ok(i) => i,

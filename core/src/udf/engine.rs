@@ -49,6 +49,7 @@ fn config(stack_bytes: usize) -> Config {
     let mut c = Config::new();
     // Threads are off by construction: wasmtime is built without its `threads` feature.
     c.consume_fuel(true)
+        .epoch_interruption(true)
         .cranelift_nan_canonicalization(true)
         .relaxed_simd_deterministic(true)
         .max_wasm_stack(stack_bytes);
@@ -63,6 +64,9 @@ fn config(stack_bytes: usize) -> Config {
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
 }
+
+/// How often the watchdog's clock ticks (each engine's epoch advances by one).
+pub(crate) const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Engines by stack limit (a stack limit is an engine setting in wasmtime).
 #[derive(Default)]
@@ -83,6 +87,7 @@ impl Engines {
         let engine = Engine::new(&config(stack))
             .map_err(|e| Error::Storage(format!("cannot configure the WebAssembly engine: {e}")))?;
         map.insert(stack, engine.clone());
+        start_ticker(engine.clone());
         Ok(engine)
     }
 }
@@ -91,4 +96,19 @@ impl Engines {
 pub(crate) fn engines() -> Arc<Engines> {
     static ENGINES: std::sync::OnceLock<Arc<Engines>> = std::sync::OnceLock::new();
     ENGINES.get_or_init(|| Arc::new(Engines::default())).clone()
+}
+
+/// Advances an engine's epoch every [`WATCHDOG_TICK`], for as long as the process runs: the
+/// wall-clock safety net under fuel. Engines live for the process (one per stack limit).
+fn start_ticker(engine: Engine) {
+    let spawned = std::thread::Builder::new()
+        .name("converge-watchdog".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(WATCHDOG_TICK);
+                engine.increment_epoch();
+            }
+        });
+    // Without the thread, epochs never advance: calls are then bounded by fuel alone.
+    drop(spawned);
 }

@@ -9,11 +9,26 @@ use std::sync::RwLock;
 
 /// Installed resolver modules, by content hash and by (container, name), and the sandbox that
 /// runs them. Every call gets a fresh instance.
-#[derive(Default)]
 pub struct WasmResolvers {
     bytes: RwLock<HashMap<String, std::sync::Arc<[u8]>>>,
     names: RwLock<HashMap<(String, String), String>>,
     compiled: ModuleCache,
+    watchdog: std::time::Duration,
+}
+
+/// How long a call may run on the wall clock before the watchdog stops it (fuel normally stops
+/// it much sooner).
+pub const DEFAULT_WATCHDOG: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Default for WasmResolvers {
+    fn default() -> Self {
+        WasmResolvers {
+            bytes: RwLock::default(),
+            names: RwLock::default(),
+            compiled: ModuleCache::default(),
+            watchdog: DEFAULT_WATCHDOG,
+        }
+    }
 }
 
 impl std::fmt::Debug for WasmResolvers {
@@ -26,6 +41,13 @@ impl WasmResolvers {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the watchdog: a call still running after `limit` of wall-clock time is stopped and
+    /// its resolution retried later instead of recorded.
+    pub fn with_watchdog(mut self, limit: std::time::Duration) -> Self {
+        self.watchdog = limit;
+        self
     }
 
     /// Validates `bytes` and installs them as resolver `name` of `container`; returns the
@@ -71,7 +93,7 @@ impl WasmResolvers {
         limits: &ResolverLimits,
     ) -> Result<CallReport, ModuleError> {
         let module: ResolverModule = self.compiled.get_or_compile(bytes, limits.stack_bytes)?;
-        Ok(call(&module, input, limits))
+        Ok(call(&module, input, limits, self.watchdog))
     }
 
     fn resolve_report(&self, req: &ResolveRequest<'_>) -> CallReport {
