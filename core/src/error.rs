@@ -58,6 +58,9 @@ pub enum Error {
     /// A conflict record of that id does not exist.
     #[error("conflict record {0:?} does not exist")]
     UnknownConflict(String),
+    /// A resolver module was refused: not WebAssembly, or it breaks the resolver ABI.
+    #[error("invalid resolver module: {0}")]
+    InvalidModule(String),
     /// A remote batch or version failed its checks; nothing of it was applied.
     #[error("corrupt replication batch: {0}")]
     CorruptBatch(String),

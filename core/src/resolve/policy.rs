@@ -61,6 +61,14 @@ pub trait ResolverHost: Send + Sync {
     /// Resolves one conflict. Must be deterministic: the same request gives the same outcome
     /// in every region.
     fn resolve(&self, request: &ResolveRequest<'_>) -> Outcome;
+
+    /// Loads a module as resolver `name` of `container` (a store calls it when a resolver is
+    /// installed or arrives from a peer). Returns its content hash. A host without a sandbox
+    /// refuses, and conflicts under that resolver show `resolver missing`.
+    fn install(&self, container: &str, name: &str, module: &[u8]) -> Result<String, String> {
+        let _ = (container, name, module);
+        Err("this store runs no resolver sandbox".into())
+    }
 }
 
 /// A host with no resolvers: every custom conflict goes to the feed as `resolver missing`.

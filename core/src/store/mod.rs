@@ -8,6 +8,7 @@ mod defs;
 mod feeds;
 mod group;
 mod items;
+mod resolvers;
 mod tx;
 
 use crate::causal::{Clock, Hlc, Incarnation, RegionId, Writer};
@@ -320,7 +321,7 @@ impl Store {
             None => Clock::new(state.clock),
         };
         let durable_lsn = state.next_lsn - 1;
-        Ok(Store {
+        let store = Store {
             backend,
             region: region_id,
             incarnation,
@@ -334,7 +335,9 @@ impl Store {
             def_cache: RwLock::new(def_cache::DefCache::default()),
             retry: Mutex::new(std::collections::BTreeSet::new()),
             options,
-        })
+        };
+        store.load_resolvers()?;
+        Ok(store)
     }
 
     /// This region's name.

@@ -236,6 +236,10 @@ impl<'a> Tx<'a> {
             let body = v.body.as_deref().ok_or_else(|| {
                 Error::CorruptBatch(format!("definition version {} has no body", v.dot))
             })?;
+            if super::resolvers::is_resolver_key(&v.key) {
+                super::resolvers::parse_resolver(&v.key, body)?;
+                return Ok(());
+            }
             let def = defs::parse_def(body)?;
             if def.database != v.key.partition_key.to_value().as_str().unwrap_or_default()
                 || def.name != v.key.id
@@ -307,6 +311,9 @@ impl<'a> Tx<'a> {
                 self.st.stats.clock_skew_ignored += 1;
             }
         }
+        if system && super::resolvers::is_resolver_key(&v.key) {
+            return self.apply_resolver(v, &ik, rec, lsn).map(Some);
+        }
         if system {
             return self.apply_definition(v, &ik, rec, lsn).map(Some);
         }
@@ -336,6 +343,40 @@ impl<'a> Tx<'a> {
         self.kv
             .put_owned(Table::Log, &lsn.to_be_bytes(), encode(&entry)?)?;
         Ok(lsn)
+    }
+
+    /// A resolver item changed: load the visible module into the sandbox and resolve again
+    /// the items of every creation of its container that uses it.
+    fn apply_resolver(
+        &mut self,
+        v: &Version,
+        ik: &[u8],
+        rec: ItemRecord,
+        lsn: u64,
+    ) -> Result<ItemRecord> {
+        let rec = self.refresh(SYSTEM_CREATION, &v.key, ik, rec, Some(lsn))?;
+        let Some(body) = defs::visible_body(&*self.kv, &rec)? else {
+            return Ok(rec);
+        };
+        let (item, module) = super::resolvers::parse_resolver(&v.key, &body)?;
+        if self
+            .store
+            .options
+            .host
+            .install(&item.container, &item.name, &module)
+            .is_err()
+        {
+            return Ok(rec);
+        }
+        let uses_it = |d: &ContainerDef| matches!(&d.conflict_resolution_policy, ConflictPolicy::Custom { resolver, .. } if *resolver == item.name);
+        if defs::visible_def(&*self.kv, &item.database, &item.container)?
+            .is_some_and(|d| uses_it(&d))
+        {
+            for cid in defs::creations_of(&*self.kv, &item.database, &item.container)? {
+                self.refresh_creation(cid)?;
+            }
+        }
+        Ok(rec)
     }
 
     /// Whether the creation a drop version drops is already known as dropped.

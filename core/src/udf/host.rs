@@ -124,6 +124,10 @@ impl ResolverHost for WasmResolvers {
     fn resolve(&self, req: &ResolveRequest<'_>) -> Outcome {
         self.resolve_report(req).outcome
     }
+
+    fn install(&self, container: &str, name: &str, module: &[u8]) -> Result<String, String> {
+        WasmResolvers::install(self, container, name, module).map_err(|e| e.to_string())
+    }
 }
 
 /// The ABI's input JSON for a request. Bodies are already JSON text, so they are spliced in

@@ -1,0 +1,156 @@
+//! Resolver modules as items of the system container: `name → module` per container, so they
+//! are stored durably and replicate (and relay) like definitions, and every region runs the
+//! same bytes.
+
+use super::Store;
+use super::backend::{KvRead, Table};
+use super::codec::{ItemRecord, decode, parse_item_key, prefix_end};
+use super::defs;
+use crate::model::{ItemKey, PartitionKey, SYSTEM_CREATION, validate_name};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Resolver items live in partitions `/resolvers/<database>`: database names cannot contain
+/// `/`, so these never collide with definitions (partition `<database>`).
+const PARTITION_PREFIX: &str = "/resolvers/";
+
+/// The body of a resolver item.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ResolverItem {
+    pub database: String,
+    pub container: String,
+    pub name: String,
+    pub hash: String,
+    /// The module's bytes, hex.
+    pub module: String,
+}
+
+pub(crate) fn resolver_key(database: &str, container: &str, name: &str) -> ItemKey {
+    ItemKey {
+        partition_key: PartitionKey::from(format!("{PARTITION_PREFIX}{database}").as_str()),
+        id: format!("{container}/{name}"),
+    }
+}
+
+pub(crate) fn is_resolver_key(key: &ItemKey) -> bool {
+    key.partition_key
+        .to_value()
+        .as_str()
+        .is_some_and(|s| s.starts_with(PARTITION_PREFIX))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Parses and checks a resolver item: its key, and that the module has the hash it claims.
+pub(crate) fn parse_resolver(key: &ItemKey, body: &str) -> Result<(ResolverItem, Vec<u8>)> {
+    let bad = |why: &str| Error::CorruptBatch(format!("resolver item {}: {why}", key.id));
+    let item: ResolverItem = serde_json::from_str(body).map_err(|e| bad(&e.to_string()))?;
+    if resolver_key(&item.database, &item.container, &item.name) != *key {
+        return Err(bad("does not match its key"));
+    }
+    let module = unhex(&item.module).ok_or_else(|| bad("module is not hex"))?;
+    if crate::udf::content_hash(&module) != item.hash {
+        return Err(bad("module does not have the hash it claims"));
+    }
+    Ok((item, module))
+}
+
+/// Every visible resolver item.
+fn all_resolvers(kv: &dyn KvRead) -> Result<Vec<(ResolverItem, Vec<u8>)>> {
+    let prefix = SYSTEM_CREATION.0.to_be_bytes();
+    let end = prefix_end(&prefix);
+    let mut out = Vec::new();
+    for (k, v) in kv.scan(Table::Items, &prefix, end.as_deref(), usize::MAX)? {
+        let (_, key) = parse_item_key(&k)?;
+        if !is_resolver_key(&key) {
+            continue;
+        }
+        let rec: ItemRecord = decode("item", &v)?;
+        if let Some(body) = defs::visible_body(kv, &rec)? {
+            out.push(parse_resolver(&key, &body)?);
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Validates a WebAssembly module against the resolver ABI and installs it as resolver
+    /// `name` of the container: stored durably, replicated with the container, and loaded into
+    /// every region's sandbox. Items of the container still in conflict are resolved again.
+    /// Returns the module's content hash.
+    pub fn put_resolver(
+        &self,
+        database: &str,
+        container: &str,
+        name: &str,
+        module: &[u8],
+    ) -> Result<String> {
+        validate_name("resolver", name)?;
+        let stack = crate::model::ResolverLimits::default().stack_bytes;
+        let compiled = crate::udf::ResolverModule::compile(module, stack)
+            .map_err(|e| Error::InvalidModule(e.to_string()))?;
+        let hash = compiled.hash().to_owned();
+        let body = serde_json::to_string(&ResolverItem {
+            database: database.to_owned(),
+            container: container.to_owned(),
+            name: name.to_owned(),
+            hash: hash.clone(),
+            module: hex(module),
+        })
+        .map_err(|e| Error::Storage(e.to_string()))?;
+        self.write_tx(self.commit_sync(), |tx| {
+            defs::active_def(tx.read(), database, container)?;
+            let key = resolver_key(database, container, name);
+            let ik = super::codec::item_key(SYSTEM_CREATION, &key);
+            let rec = defs::load_item(tx.read(), &ik)?.unwrap_or_else(ItemRecord::empty);
+            let op = if rec.shown == super::codec::Shown::Hidden {
+                crate::model::Operation::Create
+            } else {
+                crate::model::Operation::Replace
+            };
+            tx.write_local(SYSTEM_CREATION, &key, &rec, op, Some(body))?;
+            Ok(())
+        })?;
+        Ok(hash)
+    }
+
+    /// The resolvers installed in a container: (name, content hash), sorted by name.
+    pub fn resolvers(&self, database: &str, container: &str) -> Result<Vec<(String, String)>> {
+        self.read_tx(|kv, _| {
+            defs::active_def(kv, database, container)?;
+            let mut out: Vec<(String, String)> = all_resolvers(kv)?
+                .into_iter()
+                .filter(|(r, _)| r.database == database && r.container == container)
+                .map(|(r, _)| (r.name, r.hash))
+                .collect();
+            out.sort();
+            Ok(out)
+        })
+    }
+
+    /// Loads every stored resolver into the sandbox (at open).
+    pub(crate) fn load_resolvers(&self) -> Result<()> {
+        let all = self.read_tx(|kv, _| all_resolvers(kv))?;
+        for (r, module) in all {
+            // A host without a sandbox keeps the items; the conflicts show `resolver missing`.
+            let _ = self.options.host.install(&r.container, &r.name, &module);
+        }
+        Ok(())
+    }
+}
