@@ -5,15 +5,20 @@ mod common;
 
 use common::{exchange, set_time};
 use converge_core::{
-    ConflictPolicy, ConflictStatus, Error, PartitionKey, ResolverLimits, Store, StoreOptions,
-    WasmResolvers,
+    ConflictPolicy, ConflictStatus, Error, PartitionKey, ResolverLimits, Store, WasmResolvers,
 };
 use serde_json::json;
 use std::sync::Arc;
 
 /// A module answering `{"pick":1}` (the older version wins).
 fn pick_second() -> Vec<u8> {
-    let json = r#"{"pick":1}"#;
+    pick(1)
+}
+
+/// A module answering `{"pick":i}`.
+fn pick(i: usize) -> Vec<u8> {
+    let json = format!(r#"{{"pick":{i}}}"#);
+    let json = json.as_str();
     wat::parse_str(format!(
         r#"(module (memory (export "memory") 1)
             (data (i32.const 16) "{}")
@@ -28,7 +33,7 @@ fn pick_second() -> Vec<u8> {
 }
 
 fn sandboxed(name: &str) -> Store {
-    let opts = StoreOptions::new().resolver_host(Arc::new(WasmResolvers::new()));
+    let opts = common::options().resolver_host(Arc::new(WasmResolvers::new()));
     Store::memory(name, opts).expect("store")
 }
 
@@ -88,6 +93,30 @@ fn a_resolver_installed_in_one_region_resolves_in_every_region() {
         a.read_item("db", "carts", &pk, "i").expect("a").etag,
         b.read_item("db", "carts", &pk, "i").expect("b").etag
     );
+    // The definitions pin the installed bytes.
+    let pinned = |s: &Store| match s
+        .container("db", "carts")
+        .expect("def")
+        .conflict_resolution_policy
+    {
+        ConflictPolicy::Custom { hash, .. } => hash,
+        other => panic!("unexpected policy {other:?}"),
+    };
+    assert_eq!(pinned(&a), Some(hash.clone()));
+    assert_eq!(pinned(&b), Some(hash.clone()));
+    // Re-uploading the name re-pins, and every region switches to the new bytes.
+    let newer = a
+        .put_resolver("db", "carts", "older", &pick(0))
+        .expect("re-upload");
+    assert_ne!(newer, hash);
+    exchange(&[&a, &b]);
+    for s in [&a, &b] {
+        assert_eq!(pinned(s), Some(newer.clone()));
+        assert_eq!(
+            s.read_item("db", "carts", &pk, "i").expect("read").body["who"],
+            "b"
+        );
+    }
 }
 
 #[test]
@@ -118,7 +147,7 @@ fn a_bad_module_is_refused_and_nothing_is_written() {
 fn installed_resolvers_survive_a_restart() {
     let dir = tempfile::tempdir().expect("dir");
     let open = || {
-        let opts = StoreOptions::new().resolver_host(Arc::new(WasmResolvers::new()));
+        let opts = common::options().resolver_host(Arc::new(WasmResolvers::new()));
         Store::open(dir.path(), "west", opts).expect("open")
     };
     let west = open();

@@ -22,6 +22,11 @@ impl Store {
         validate_name("database", database)?;
         validate_name("container", name)?;
         self.write_tx(self.commit_sync(), |tx| {
+            // The definition pins the content hash of the resolver it names, if installed.
+            let mut policy = policy;
+            if let ConflictPolicy::Custom { resolver, hash, .. } = &mut policy {
+                *hash = super::resolvers::installed_hash(tx.read(), database, name, resolver)?;
+            }
             let existing = defs::visible_def(tx.read(), database, name)?;
             let (def, op) = match existing {
                 Some(d) if d.partition_key != partition_key => {

@@ -6,7 +6,7 @@ use super::Store;
 use super::backend::{KvRead, Table};
 use super::codec::{ItemRecord, decode, parse_item_key, prefix_end};
 use super::defs;
-use crate::model::{ItemKey, PartitionKey, SYSTEM_CREATION, validate_name};
+use crate::model::{ConflictPolicy, ItemKey, PartitionKey, SYSTEM_CREATION, validate_name};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,23 @@ pub(crate) fn parse_resolver(key: &ItemKey, body: &str) -> Result<(ResolverItem,
     Ok((item, module))
 }
 
+/// The content hash of the resolver installed as `name` in `database/container`, if any.
+pub(crate) fn installed_hash(
+    kv: &dyn KvRead,
+    database: &str,
+    container: &str,
+    name: &str,
+) -> Result<Option<String>> {
+    let key = resolver_key(database, container, name);
+    let Some(rec) = defs::load_item(kv, &super::codec::item_key(SYSTEM_CREATION, &key))? else {
+        return Ok(None);
+    };
+    match defs::visible_body(kv, &rec)? {
+        Some(body) => Ok(Some(parse_resolver(&key, &body)?.0.hash)),
+        None => Ok(None),
+    }
+}
+
 /// Every visible resolver item.
 fn all_resolvers(kv: &dyn KvRead) -> Result<Vec<(ResolverItem, Vec<u8>)>> {
     let prefix = SYSTEM_CREATION.0.to_be_bytes();
@@ -125,6 +142,32 @@ impl Store {
                 crate::model::Operation::Replace
             };
             tx.write_local(SYSTEM_CREATION, &key, &rec, op, Some(body))?;
+            // A definition that uses this name pins the new bytes: a new definition version,
+            // so every region switches modules at the same point of the definition's history.
+            if let Some(mut def) = defs::visible_def(tx.read(), database, container)?
+                && let ConflictPolicy::Custom {
+                    resolver,
+                    hash: pinned,
+                    ..
+                } = &mut def.conflict_resolution_policy
+                && resolver == name
+                && pinned.as_deref() != Some(hash.as_str())
+            {
+                *pinned = Some(hash.clone());
+                let body =
+                    serde_json::to_string(&def).map_err(|e| Error::Storage(e.to_string()))?;
+                let dkey = defs::def_key(database, container);
+                let drec =
+                    defs::load_item(tx.read(), &super::codec::item_key(SYSTEM_CREATION, &dkey))?
+                        .unwrap_or_else(ItemRecord::empty);
+                tx.write_local(
+                    SYSTEM_CREATION,
+                    &dkey,
+                    &drec,
+                    crate::model::Operation::Replace,
+                    Some(body),
+                )?;
+            }
             Ok(())
         })?;
         Ok(hash)

@@ -17,6 +17,11 @@ pub fn set_time(ms: u64) {
     NOW.with(|c| c.set(1_764_230_400_000 + ms));
 }
 
+/// Store options on the test clock.
+pub fn options() -> StoreOptions {
+    StoreOptions::new().clock_source(now)
+}
+
 /// A memory store on the test clock.
 pub fn region(name: &str) -> Store {
     Store::memory(name, StoreOptions::new().clock_source(now)).expect("memory store")
