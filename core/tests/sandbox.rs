@@ -116,43 +116,37 @@ fn every_failure_has_its_feed_reason() {
     );
     assert_eq!(failed(run(&panics)), format!("trap: {msg}"));
 
-    let spins = module("", "", "(loop $l (br $l)) (i64.const 0)", "");
-    assert_eq!(failed(run(&spins)), "out of fuel");
-
-    let grows = module(
-        "",
-        "",
-        "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)",
-        "",
+    // (converge_resolve's body, extra functions, the feed reason)
+    let cases = [
+        ("(loop $l (br $l)) (i64.const 0)", "", "out of fuel"),
+        (
+            "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) (unreachable)",
+            "",
+            "memory limit",
+        ),
+        (
+            "(call $deep (i64.const 0))",
+            "(func $deep (param i64) (result i64) (call $deep (i64.add (local.get 0) (i64.const 1))))",
+            "stack overflow",
+        ),
+        (
+            "(i64.or (i64.shl (i64.const 65530) (i64.const 32)) (i64.const 100))",
+            "",
+            "invalid output: out of bounds",
+        ),
+        (
+            "(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 0xfffffff))",
+            "",
+            "invalid output: too large",
+        ),
+    ];
+    for (body, extra, reason) in cases {
+        assert_eq!(failed(run(&module("", "", body, extra))), reason, "{body}");
+    }
+    assert_eq!(
+        failed(run(&answer("this is not json"))),
+        "invalid output: not JSON"
     );
-    assert_eq!(failed(run(&grows)), "memory limit");
-
-    let recurses = module(
-        "",
-        "",
-        "(call $deep (i64.const 0))",
-        "(func $deep (param i64) (result i64) (call $deep (i64.add (local.get 0) (i64.const 1))))",
-    );
-    assert_eq!(failed(run(&recurses)), "stack overflow");
-
-    let not_json = answer("this is not json");
-    assert_eq!(failed(run(&not_json)), "invalid output: not JSON");
-
-    let out_of_bounds = module(
-        "",
-        "",
-        "(i64.or (i64.shl (i64.const 65530) (i64.const 32)) (i64.const 100))",
-        "",
-    );
-    assert_eq!(failed(run(&out_of_bounds)), "invalid output: out of bounds");
-
-    let huge = module(
-        "",
-        "",
-        "(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 0xfffffff))",
-        "",
-    );
-    assert_eq!(failed(run(&huge)), "invalid output: too large");
 
     let small_input = ResolverLimits {
         input_bytes: 10,
