@@ -369,16 +369,15 @@ impl Store {
     }
 }
 
+/// A continuation token: the hex of the key to resume at.
 pub(crate) fn encode_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    super::codec::to_hex(b)
 }
 
+/// Decodes a continuation token; tokens longer than any key are refused unread.
 pub(crate) fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.len() > 4096 {
+    if s.len() > 4096 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    super::codec::from_hex(s)
 }

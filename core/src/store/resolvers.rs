@@ -4,7 +4,7 @@
 
 use super::Store;
 use super::backend::{KvRead, Table};
-use super::codec::{ItemRecord, decode, parse_item_key, prefix_end};
+use super::codec::{ItemRecord, decode, from_hex, parse_item_key, prefix_end, to_hex};
 use super::defs;
 use crate::model::{ConflictPolicy, ItemKey, PartitionKey, SYSTEM_CREATION, validate_name};
 use crate::{Error, Result};
@@ -39,24 +39,6 @@ pub(crate) fn is_resolver_key(key: &ItemKey) -> bool {
         .is_some_and(|s| s.starts_with(PARTITION_PREFIX))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Parses and checks a resolver item: its key, and that the module has the hash it claims.
 pub(crate) fn parse_resolver(key: &ItemKey, body: &str) -> Result<(ResolverItem, Vec<u8>)> {
     let bad = |why: &str| Error::CorruptBatch(format!("resolver item {}: {why}", key.id));
@@ -64,7 +46,7 @@ pub(crate) fn parse_resolver(key: &ItemKey, body: &str) -> Result<(ResolverItem,
     if resolver_key(&item.database, &item.container, &item.name) != *key {
         return Err(bad("does not match its key"));
     }
-    let module = unhex(&item.module).ok_or_else(|| bad("module is not hex"))?;
+    let module = from_hex(&item.module).ok_or_else(|| bad("module is not hex"))?;
     if crate::udf::content_hash(&module) != item.hash {
         return Err(bad("module does not have the hash it claims"));
     }
@@ -128,7 +110,7 @@ impl Store {
             container: container.to_owned(),
             name: name.to_owned(),
             hash: hash.clone(),
-            module: hex(module),
+            module: to_hex(module),
         })
         .map_err(|e| Error::Storage(e.to_string()))?;
         self.write_tx(self.commit_sync(), |tx| {

@@ -1,7 +1,7 @@
 //! `WasmResolvers`: the [`ResolverHost`] that runs installed WebAssembly resolvers.
 
 use super::call::{CallReport, call};
-use super::module::{ModuleCache, ModuleError, ResolverModule};
+use super::module::{ModuleError, ResolverModule};
 use crate::model::ResolverLimits;
 use crate::resolve::{Outcome, ResolveRequest, ResolverHost};
 use std::collections::HashMap;
@@ -12,7 +12,6 @@ use std::sync::RwLock;
 pub struct WasmResolvers {
     bytes: RwLock<HashMap<String, std::sync::Arc<[u8]>>>,
     names: RwLock<HashMap<(String, String), String>>,
-    compiled: ModuleCache,
     watchdog: std::time::Duration,
 }
 
@@ -25,7 +24,6 @@ impl Default for WasmResolvers {
         WasmResolvers {
             bytes: RwLock::default(),
             names: RwLock::default(),
-            compiled: ModuleCache::default(),
             watchdog: DEFAULT_WATCHDOG,
         }
     }
@@ -58,9 +56,7 @@ impl WasmResolvers {
         name: &str,
         bytes: &[u8],
     ) -> Result<String, ModuleError> {
-        let module = self
-            .compiled
-            .get_or_compile(bytes, ResolverLimits::default().stack_bytes)?;
+        let module = ResolverModule::compile(bytes, ResolverLimits::default().stack_bytes)?;
         let hash = module.hash().to_owned();
         if let Ok(mut b) = self.bytes.write() {
             b.insert(hash.clone(), bytes.into());
@@ -92,7 +88,7 @@ impl WasmResolvers {
         input: &[u8],
         limits: &ResolverLimits,
     ) -> Result<CallReport, ModuleError> {
-        let module: ResolverModule = self.compiled.get_or_compile(bytes, limits.stack_bytes)?;
+        let module: ResolverModule = ResolverModule::compile(bytes, limits.stack_bytes)?;
         Ok(call(&module, input, limits, self.watchdog))
     }
 

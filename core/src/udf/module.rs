@@ -103,12 +103,14 @@ fn expect_func(
 
 impl ResolverModule {
     /// Validates and compiles `bytes` for a stack limit. Checks the exports and imports ABI.md
-    /// lists, and that `converge_abi_version` returns 1.
+    /// lists, and that `converge_abi_version` returns 1. Compiled modules are cached for the
+    /// process by content hash and stack limit, so validating a module and running it later
+    /// compile it once.
     pub fn compile(bytes: &[u8], stack_bytes: u64) -> Result<Self, ModuleError> {
-        let engine = engines()
-            .get(stack_bytes)
-            .map_err(|e| ModuleError::Invalid(e.to_string()))?;
-        Self::compile_with(&engine, bytes)
+        static CACHE: std::sync::OnceLock<ModuleCache> = std::sync::OnceLock::new();
+        CACHE
+            .get_or_init(ModuleCache::default)
+            .get_or_compile(bytes, stack_bytes)
     }
 
     pub(crate) fn compile_with(engine: &Engine, bytes: &[u8]) -> Result<Self, ModuleError> {
@@ -180,10 +182,10 @@ impl ResolverModule {
 
 /// Compiled modules by (content hash, stack limit), so each is compiled once per engine.
 #[derive(Default)]
-pub(crate) struct ModuleCache(std::sync::Mutex<HashMap<(String, u64), ResolverModule>>);
+struct ModuleCache(std::sync::Mutex<HashMap<(String, u64), ResolverModule>>);
 
 impl ModuleCache {
-    pub(crate) fn get_or_compile(
+    fn get_or_compile(
         &self,
         bytes: &[u8],
         stack_bytes: u64,
@@ -192,7 +194,10 @@ impl ModuleCache {
         if let Some(m) = self.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(m);
         }
-        let m = ResolverModule::compile(bytes, stack_bytes)?;
+        let engine = engines()
+            .get(stack_bytes)
+            .map_err(|e| ModuleError::Invalid(e.to_string()))?;
+        let m = ResolverModule::compile_with(&engine, bytes)?;
         if let Ok(mut map) = self.0.lock() {
             map.insert(key, m.clone());
         }
