@@ -4,7 +4,8 @@
 //! `CONVERGE_SIM_SEED` replays one seed, printing its trace.
 
 use converge_core::sim::{SimConfig, SimPolicy, run};
-use converge_core::{Outcome, ResolveRequest, ResolverHost};
+use converge_core::{Outcome, ResolveRequest, ResolverHost, WasmResolvers};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,21 +54,38 @@ fn config(seed: u64, policy: SimPolicy) -> SimConfig {
 }
 
 fn sweep(policy: SimPolicy) {
-    if let Some(seed) = std::env::var("CONVERGE_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        match run(&config(seed, policy.clone())) {
-            Ok(r) => println!("seed {seed} ({policy:?}) converged: {r:?}"),
-            Err(f) => panic!("{f}"),
-        }
-        return;
-    }
     let n = if matches!(policy, SimPolicy::Custom(_)) {
         seeds() / 10
     } else {
         seeds()
     };
+    let p = policy.clone();
+    sweep_with(
+        &format!("{policy:?}"),
+        n,
+        move |seed| config(seed, p.clone()),
+        |_| {},
+    );
+}
+
+/// Runs `n` seeds of `make` on every core (or the one `CONVERGE_SIM_SEED` names), checking
+/// each report with `check`.
+fn sweep_with(
+    what: &str,
+    n: u64,
+    make: impl Fn(u64) -> SimConfig + Sync,
+    check: impl Fn(&converge_core::sim::SimReport) + Sync,
+) {
+    if let Some(seed) = std::env::var("CONVERGE_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        match run(&make(seed)) {
+            Ok(r) => println!("seed {seed} ({what}) converged: {r:?}"),
+            Err(f) => panic!("{f}"),
+        }
+        return;
+    }
     let next = AtomicU64::new(0);
     let conflicts = AtomicU64::new(0);
     let failure = std::sync::Mutex::new(None);
@@ -82,8 +100,9 @@ fn sweep(policy: SimPolicy) {
                     if seed >= n || failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                         break;
                     }
-                    match run(&config(seed, policy.clone())) {
+                    match run(&make(seed)) {
                         Ok(r) => {
+                            check(&r);
                             conflicts.fetch_add(r.items_in_conflict as u64, Ordering::Relaxed);
                         }
                         Err(f) => {
@@ -100,7 +119,7 @@ fn sweep(policy: SimPolicy) {
         panic!("{f}");
     }
     let conflicts = conflicts.into_inner();
-    println!("{n} seeds of {policy:?} converged; {conflicts} items ended in conflict");
+    println!("{n} seeds of {what} converged; {conflicts} items ended in conflict");
     // The workload must actually produce conflicts, or the sweep proves little.
     assert!(n < 50 || conflicts > 0, "no seed produced a conflict");
 }
@@ -119,4 +138,58 @@ fn manual_seeds_converge() {
 #[test]
 fn custom_seeds_converge() {
     sweep(SimPolicy::Custom("mixed".into()));
+}
+
+/// Bodies shaped for each example resolver, from one random number.
+fn example_body(example: &str, r: u64) -> Value {
+    let bits = |shift: u32, n: u64| (r >> shift) % n;
+    match example {
+        "cart-merge" => {
+            let lines: Vec<Value> = ["apple", "pear", "plum"]
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| bits(*k as u32, 2) == 1)
+                .map(|(k, sku)| json!({"sku": sku, "qty": 1 + bits(8 + 4 * k as u32, 3), "updated": bits(20 + 4 * k as u32, 8)}))
+                .collect();
+            let removed: serde_json::Map<String, Value> = ["apple", "pear", "plum"]
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| bits(40 + *k as u32, 4) == 0)
+                .map(|(k, sku)| (sku.to_string(), json!(bits(44 + 4 * k as u32, 8))))
+                .collect();
+            json!({"customerId": "alice", "lines": lines, "removed": removed})
+        }
+        "highest-version" => json!({"version": bits(0, 4), "note": bits(8, 100)}),
+        "field-merge" => json!({
+            "name": format!("n{}", bits(0, 5)),
+            "email": format!("e{}", bits(4, 5)),
+            "_fieldTs": {"name": bits(8, 6), "email": bits(12, 6)},
+        }),
+        "keep-live" => json!({"keepLive": bits(0, 2) == 1, "v": bits(4, 10)}),
+        _ => json!({"n": bits(0, 5)}),
+    }
+}
+
+/// The example resolvers, compiled to WebAssembly by the build, resolve every conflict of the
+/// simulation (nothing reaches the feed) and every region converges: a fiftieth of the seeds
+/// each, without drops (a drop's `container replaced` records would be feed entries too).
+#[test]
+fn example_resolvers_converge() {
+    for example in ["cart-merge", "highest-version", "field-merge", "keep-live"] {
+        let module = converge_udf_examples::by_name(example).expect("built example");
+        let host = Arc::new(WasmResolvers::new());
+        host.install("items", example, module).expect("install");
+        let make = |seed: u64| {
+            let mut c = SimConfig::new(seed, SimPolicy::Custom(example.into()));
+            c.host = Some(host.clone());
+            c.durable = seed.is_multiple_of(20);
+            c.drops = false;
+            c.bodies = Some(Arc::new(move |r| example_body(example, r)));
+            c
+        };
+        let check = |r: &converge_core::sim::SimReport| {
+            assert_eq!(r.open_conflicts, 0, "{example} left conflicts in the feed");
+        };
+        sweep_with(example, (seeds() / 50).max(1), make, check);
+    }
 }

@@ -69,6 +69,12 @@ fn install_panic_hook() {
 /// `converge_resolve`: decodes the input at `[ptr, ptr+len)`, runs `resolver`, and returns
 /// the packed location of the output.
 pub fn resolve(ptr: i32, len: i32, resolver: fn(&Conflict) -> Decision) -> i64 {
+    resolve_raw(ptr, len, |input| resolve_json(input, resolver).into_bytes())
+}
+
+/// `converge_resolve` for a resolver that reads the input bytes and writes the output bytes
+/// itself (see `resolver!(raw: ...)`).
+pub fn resolve_raw(ptr: i32, len: i32, resolver: impl FnOnce(&[u8]) -> Vec<u8>) -> i64 {
     install_panic_hook();
     let input: &[u8] = match usize::try_from(len) {
         Ok(0) | Err(_) => &[],
@@ -77,6 +83,6 @@ pub fn resolve(ptr: i32, len: i32, resolver: fn(&Conflict) -> Decision) -> i64 {
         // `converge_alloc`, and does not touch it during the call.
         Ok(n) => unsafe { std::slice::from_raw_parts(ptr as usize as *const u8, n) },
     };
-    let out = resolve_json(input, resolver).into_bytes().leak();
+    let out = resolver(input).leak();
     (((out.as_ptr() as usize as u64) << 32) | out.len() as u64) as i64
 }

@@ -148,22 +148,57 @@ pub fn log(message: &str) {
 /// `converge_abi_version`, `converge_alloc` and `converge_resolve` when compiling to
 /// WebAssembly, and nothing natively (so the same crate's unit tests call the function
 /// directly).
+///
+/// `resolver!(raw: f)` exports `f: fn(&[u8]) -> Vec<u8>` instead: it receives the input JSON
+/// bytes and returns the output JSON bytes, for resolvers that decode only what they need.
+/// The host validates whatever it returns (ABI.md's invalid answers).
 #[macro_export]
 macro_rules! resolver {
-    ($resolver:path) => {
+    (raw: $resolver:path) => {
         #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
         pub extern "C" fn converge_abi_version() -> i32 {
             $crate::ABI_VERSION
         }
 
         #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
         pub extern "C" fn converge_alloc(len: i32) -> i32 {
             $crate::guest::alloc(len)
         }
 
         #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn converge_resolve(ptr: i32, len: i32) -> i64 {
+            $crate::guest::resolve_raw(ptr, len, $resolver)
+        }
+    };
+    ($resolver:path) => {
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn converge_abi_version() -> i32 {
+            $crate::ABI_VERSION
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn converge_alloc(len: i32) -> i32 {
+            $crate::guest::alloc(len)
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[doc(hidden)]
+        #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
         pub extern "C" fn converge_resolve(ptr: i32, len: i32) -> i64 {
             $crate::guest::resolve(ptr, len, $resolver)

@@ -12,4 +12,4 @@ mod rng;
 mod world;
 
 pub use rng::Rng;
-pub use world::{SimConfig, SimFailure, SimPolicy, SimReport, run};
+pub use world::{BodyGenerator, SimConfig, SimFailure, SimPolicy, SimReport, run};

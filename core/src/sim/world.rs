@@ -48,7 +48,14 @@ pub struct SimConfig {
     pub drops: bool,
     /// Bytes that drive the schedule's choices before the seed does (for fuzzing).
     pub tape: Vec<u8>,
+    /// Shapes written bodies for a resolver: called with a random number, returns the fields
+    /// to write (the simulation sets `id` and `pk` over them). Without it, bodies carry a
+    /// small number `n`, the writer and the step.
+    pub bodies: Option<BodyGenerator>,
 }
+
+/// See [`SimConfig::bodies`].
+pub type BodyGenerator = Arc<dyn Fn(u64) -> serde_json::Value + Send + Sync>;
 
 impl std::fmt::Debug for SimConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +79,7 @@ impl SimConfig {
             host: None,
             drops: true,
             tape: Vec::new(),
+            bodies: None,
         }
     }
 }
@@ -313,7 +321,19 @@ impl World {
         self.at(i);
         let id = *self.rng.pick(&IDS);
         let pk = *self.rng.pick(&PKS);
-        let body = json!({"id": id, "pk": pk, "n": self.rng.below(5), "by": self.regions[i].name, "step": step});
+        let body = match &self.cfg.bodies {
+            Some(generate) => {
+                let mut body = generate(self.rng.next_u64());
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("id".into(), id.into());
+                    obj.insert("pk".into(), pk.into());
+                }
+                body
+            }
+            None => {
+                json!({"id": id, "pk": pk, "n": self.rng.below(5), "by": self.regions[i].name, "step": step})
+            }
+        };
         let if_match = if self.rng.chance(20) {
             let current = self
                 .store(i)
