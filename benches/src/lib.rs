@@ -58,11 +58,20 @@ pub fn bare_redb(path: &std::path::Path) -> Database {
 
 /// Peak resident memory of this process so far (VmHWM), in KiB; 0 where /proc is missing.
 pub fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// Resident memory of this process now, KiB (Linux; 0 elsewhere).
+pub fn current_rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)

@@ -46,6 +46,10 @@ use serde_json::Value;
 
 pub mod guest;
 
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+#[global_allocator]
+static ALLOCATOR: guest::BumpAllocator = guest::BumpAllocator::new();
+
 /// The ABI version this SDK implements.
 pub const ABI_VERSION: i32 = 1;
 

@@ -16,6 +16,7 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 pub(crate) struct CallState {
     memory_limit: usize,
     memory_refused: bool,
+    memory_bytes: usize,
     panic: Option<String>,
     logs: Vec<String>,
     log_bytes: usize,
@@ -26,6 +27,7 @@ impl CallState {
         CallState {
             memory_limit: usize::try_from(memory_limit).unwrap_or(usize::MAX),
             memory_refused: false,
+            memory_bytes: 0,
             panic: None,
             logs: Vec::new(),
             log_bytes: 0,
@@ -44,6 +46,7 @@ impl ResourceLimiter for CallState {
             self.memory_refused = true;
             return Ok(false);
         }
+        self.memory_bytes = self.memory_bytes.max(desired);
         Ok(true)
     }
 
@@ -66,6 +69,43 @@ pub struct CallReport {
     pub fuel_used: u64,
     /// Messages the guest logged (truncated to [`MAX_LOG_BYTES`] in all).
     pub logs: Vec<String>,
+    /// The instance's linear memory at the end of the call, bytes (what one live instance
+    /// held; deterministic).
+    pub memory_bytes: u64,
+    /// Where the call's wall-clock time went (not deterministic: never compare it).
+    pub timings: CallTimings,
+}
+
+impl CallReport {
+    pub(crate) fn failed(reason: String) -> Self {
+        CallReport {
+            outcome: Outcome::Failed(reason),
+            fuel_used: 0,
+            logs: vec![],
+            memory_bytes: 0,
+            timings: CallTimings::default(),
+        }
+    }
+
+    /// Whether two runs of a call behaved the same: outcome, fuel, logs and memory (not
+    /// timings).
+    pub fn same_behaviour(&self, other: &CallReport) -> bool {
+        let key = |r: &CallReport| (r.outcome.clone(), r.fuel_used, r.logs.clone(), r.memory_bytes);
+        key(self) == key(other)
+    }
+}
+
+/// The phases of one call, for finding the next optimisation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallTimings {
+    /// A store with fuel and limits, and a fresh instance from the pool.
+    pub instantiate: std::time::Duration,
+    /// `converge_alloc` and copying the input into the instance.
+    pub input: std::time::Duration,
+    /// `converge_resolve`: the resolver itself.
+    pub run: std::time::Duration,
+    /// Reading and validating the answer, and dropping the instance.
+    pub output: std::time::Duration,
 }
 
 fn guest_text(
@@ -185,27 +225,51 @@ pub(crate) fn call(
     limits: &ResolverLimits,
     watchdog: std::time::Duration,
 ) -> CallReport {
-    let report = |outcome, fuel_used, logs| CallReport {
-        outcome,
-        fuel_used,
-        logs,
-    };
     if input.len() as u64 > limits.input_bytes || input.len() > i32::MAX as usize {
-        return report(Outcome::Failed("input too large".into()), 0, vec![]);
+        return CallReport::failed("input too large".into());
     }
+    let mut clock = Phases::start();
     let mut store = match new_store(module, limits) {
         Ok(s) => s,
-        Err(e) => return report(Outcome::Failed(format!("trap: {e}")), 0, vec![]),
+        Err(e) => return CallReport::failed(format!("trap: {e}")),
     };
     let ticks = watchdog.as_millis() / super::engine::WATCHDOG_TICK.as_millis().max(1);
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
-    let outcome = run(module, &mut store, input, limits);
+    let outcome = run(module, &mut store, input, limits, &mut clock);
     let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-    report(
+    let logs = std::mem::take(&mut store.data_mut().logs);
+    let memory_bytes = store.data().memory_bytes as u64;
+    drop(store);
+    clock.lap(|t| &mut t.output);
+    CallReport {
         outcome,
         fuel_used,
-        std::mem::take(&mut store.data_mut().logs),
-    )
+        logs,
+        memory_bytes,
+        timings: clock.timings,
+    }
+}
+
+/// Splits a call's wall-clock time into [`CallTimings`].
+struct Phases {
+    last: std::time::Instant,
+    timings: CallTimings,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Phases {
+            last: std::time::Instant::now(),
+            timings: CallTimings::default(),
+        }
+    }
+
+    /// Adds the time since the last lap to the phase `field` picks.
+    fn lap(&mut self, field: impl FnOnce(&mut CallTimings) -> &mut std::time::Duration) {
+        let now = std::time::Instant::now();
+        *field(&mut self.timings) += now - self.last;
+        self.last = now;
+    }
 }
 
 fn run(
@@ -213,6 +277,7 @@ fn run(
     store: &mut Store<CallState>,
     input: &[u8],
     limits: &ResolverLimits,
+    clock: &mut Phases,
 ) -> Outcome {
     let fail = |e: wasmtime::Error, store: &Store<CallState>| match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Outcome::Interrupted,
@@ -229,6 +294,7 @@ fn run(
     ) else {
         return Outcome::Failed("trap: the module lacks an ABI export".into());
     };
+    clock.lap(|t| &mut t.instantiate);
     let len = input.len() as i32;
     let ptr = match alloc.call(&mut *store, len) {
         Ok(0) => return Outcome::Failed("memory limit".into()),
@@ -240,10 +306,12 @@ fn run(
             "invalid output: converge_alloc returned memory out of bounds".into(),
         );
     }
+    clock.lap(|t| &mut t.input);
     let packed = match resolve.call(&mut *store, (ptr as i32, len)) {
         Ok(p) => p as u64,
         Err(e) => return fail(e, store),
     };
+    clock.lap(|t| &mut t.run);
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     if out_len as u64 > limits.output_bytes {
         return Outcome::Failed("invalid output: too large".into());

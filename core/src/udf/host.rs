@@ -92,27 +92,25 @@ impl WasmResolvers {
         Ok(call(&module, input, limits, self.watchdog))
     }
 
+    /// Runs the installed module with content hash `hash` on raw ABI input under `limits`;
+    /// `None` if no module with that hash is installed.
+    pub fn call(&self, hash: &str, input: &[u8], limits: &ResolverLimits) -> Option<CallReport> {
+        let bytes = self.module_bytes(hash)?;
+        Some(
+            match ResolverModule::compile_known(hash, &bytes, limits.stack_bytes) {
+                Ok(module) => call(&module, input, limits, self.watchdog),
+                Err(e) => CallReport::failed(format!("trap: {e}")),
+            },
+        )
+    }
+
     fn resolve_report(&self, req: &ResolveRequest<'_>) -> CallReport {
-        let missing = || CallReport {
-            outcome: Outcome::Failed("resolver missing".into()),
-            fuel_used: 0,
-            logs: vec![],
-        };
         let hash = match req.hash {
             Some(h) => Some(h.to_owned()),
             None => self.hash_of(req.container, req.resolver),
         };
-        let Some(bytes) = hash.and_then(|h| self.module_bytes(&h)) else {
-            return missing();
-        };
-        match self.call_module(&bytes, &abi_input(req), req.limits) {
-            Ok(r) => r,
-            Err(e) => CallReport {
-                outcome: Outcome::Failed(format!("trap: {e}")),
-                fuel_used: 0,
-                logs: vec![],
-            },
-        }
+        hash.and_then(|h| self.call(&h, &abi_input(req), req.limits))
+            .unwrap_or_else(|| CallReport::failed("resolver missing".into()))
     }
 }
 

@@ -7,7 +7,7 @@ mod engine;
 mod host;
 mod module;
 
-pub use call::{CallReport, MAX_LOG_BYTES};
+pub use call::{CallReport, CallTimings, MAX_LOG_BYTES};
 pub use engine::{EngineFingerprint, MAX_MEMORY_LIMIT};
 pub use host::{DEFAULT_WATCHDOG, WasmResolvers};
 pub use module::{ABI_VERSION, ModuleError, ResolverModule, content_hash};

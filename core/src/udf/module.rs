@@ -107,10 +107,17 @@ impl ResolverModule {
     /// process by content hash and stack limit, so validating a module and running it later
     /// compile it once.
     pub fn compile(bytes: &[u8], stack_bytes: u64) -> Result<Self, ModuleError> {
-        static CACHE: std::sync::OnceLock<ModuleCache> = std::sync::OnceLock::new();
-        CACHE
-            .get_or_init(ModuleCache::default)
-            .get_or_compile(bytes, stack_bytes)
+        cache().get_or_compile(&content_hash(bytes), bytes, stack_bytes)
+    }
+
+    /// As [`compile`](Self::compile) for bytes whose content hash the caller already knows
+    /// (an installed module): a cached module is found without hashing the bytes again.
+    pub(crate) fn compile_known(
+        hash: &str,
+        bytes: &[u8],
+        stack_bytes: u64,
+    ) -> Result<Self, ModuleError> {
+        cache().get_or_compile(hash, bytes, stack_bytes)
     }
 
     pub(crate) fn compile_with(engine: &Engine, bytes: &[u8]) -> Result<Self, ModuleError> {
@@ -182,23 +189,29 @@ impl ResolverModule {
 
 /// Compiled modules by (content hash, stack limit), so each is compiled once per engine.
 #[derive(Default)]
-struct ModuleCache(std::sync::Mutex<HashMap<(String, u64), ResolverModule>>);
+struct ModuleCache(std::sync::RwLock<HashMap<(String, u64), ResolverModule>>);
+
+fn cache() -> &'static ModuleCache {
+    static CACHE: std::sync::OnceLock<ModuleCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(ModuleCache::default)
+}
 
 impl ModuleCache {
     fn get_or_compile(
         &self,
+        hash: &str,
         bytes: &[u8],
         stack_bytes: u64,
     ) -> Result<ResolverModule, ModuleError> {
-        let key = (content_hash(bytes), stack_bytes);
-        if let Some(m) = self.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        let key = (hash.to_owned(), stack_bytes);
+        if let Some(m) = self.0.read().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(m);
         }
         let engine = engines()
             .get(stack_bytes)
             .map_err(|e| ModuleError::Invalid(e.to_string()))?;
         let m = ResolverModule::compile_with(&engine, bytes)?;
-        if let Ok(mut map) = self.0.lock() {
+        if let Ok(mut map) = self.0.write() {
             map.insert(key, m.clone());
         }
         Ok(m)

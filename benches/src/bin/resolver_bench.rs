@@ -1,0 +1,229 @@
+//! The cost of one conflict resolved by a WebAssembly resolver, against the same resolver
+//! function compiled natively on the same input bytes (and, with `--features quickjs`, the same
+//! logic in JavaScript on QuickJS), with the breakdown of a call and the memory of 100,000
+//! calls in a row. Prints markdown tables.
+//!
+//! `cargo run --release -p converge-benches --bin resolver-bench [--features quickjs]`
+//! (`--calls N` scales the number of calls; `--memory-calls N` the memory run).
+
+use anyhow::{Context as _, Result};
+use converge_benches::current_rss_kib;
+use converge_core::{CallTimings, Outcome, ResolverLimits, WasmResolvers};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// An order of about `size` bytes with a numeric `version`.
+fn order(version: u64, size: usize) -> String {
+    let head = format!(r#"{{"id":"order-1","pk":"alice","version":{version},"status":"open","lines":["#);
+    let mut out = head;
+    let mut k = 0;
+    while out.len() + 2 < size {
+        if k > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(r#"{{"sku":"sku-{k:05}","qty":{},"price":{}}}"#, k % 7 + 1, 100 + k));
+        k += 1;
+    }
+    out.push_str("]}");
+    out
+}
+
+/// ABI input: two versions of about `size` bytes each; the second has the higher version.
+fn input(size: usize) -> Vec<u8> {
+    let v = |body: String, region: &str, ts: u64| {
+        format!(r#"{{"item":{body},"deleted":false,"region":"{region}","timestamp":{ts},"logical":0}}"#)
+    };
+    format!(
+        r#"{{"abi":1,"container":"orders","id":"order-1","partitionKey":"alice","versions":[{},{}]}}"#,
+        v(order(3, size), "west", 1_764_230_400_456),
+        v(order(4, size), "east", 1_764_230_400_123)
+    )
+    .into_bytes()
+}
+
+struct Sample {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn measure(calls: usize, mut f: impl FnMut()) -> Sample {
+    for _ in 0..calls / 10 + 1 {
+        f();
+    }
+    let mut times: Vec<Duration> = (0..calls)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    Sample {
+        p50: times[times.len() / 2],
+        p99: times[times.len() * 99 / 100],
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+#[cfg(feature = "quickjs")]
+mod js {
+    //! The same rule in JavaScript, as a Cosmos DB user writes a resolver today.
+    use rquickjs::{Context, Function, Runtime};
+
+    pub const SOURCE: &str = r#"
+function resolve(input) {
+  const c = JSON.parse(input);
+  if (c.versions.some(v => v.deleted)) return '{"delete":true}';
+  const num = v => (v.item && typeof v.item.version === 'number') ? v.item.version : null;
+  let best = 0, bv = num(c.versions[0]);
+  for (let i = 1; i < c.versions.length; i++) {
+    const n = num(c.versions[i]);
+    if (n !== null && (bv === null || n > bv)) { best = i; bv = n; }
+  }
+  return JSON.stringify({pick: best});
+}"#;
+
+    /// One runtime and context, reused for every call (state survives between calls).
+    pub struct Warm {
+        _rt: Runtime,
+        ctx: Context,
+    }
+
+    impl Warm {
+        pub fn new() -> anyhow::Result<Self> {
+            let rt = Runtime::new()?;
+            let ctx = Context::full(&rt)?;
+            ctx.with(|c| c.eval::<(), _>(SOURCE))?;
+            Ok(Warm { _rt: rt, ctx })
+        }
+
+        pub fn call(&self, input: &str) -> String {
+            self.ctx.with(|c| {
+                let f: Function = c.globals().get("resolve").expect("resolve");
+                f.call((input,)).expect("call")
+            })
+        }
+    }
+
+    /// A fresh context per call (fresh state, as converge gives every wasm call).
+    pub fn fresh(rt: &Runtime, input: &str) -> String {
+        let ctx = Context::full(rt).expect("context");
+        ctx.with(|c| {
+            c.eval::<(), _>(SOURCE).expect("eval");
+            let f: Function = c.globals().get("resolve").expect("resolve");
+            f.call((input,)).expect("call")
+        })
+    }
+}
+
+fn arg(name: &str, default: usize) -> Result<usize> {
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .map(|n| n.parse().with_context(|| format!("{name} takes a number")))
+        .transpose()
+        .map(|n| n.unwrap_or(default))
+}
+
+fn main() -> Result<()> {
+    let calls = arg("--calls", 20_000)?;
+    let memory_calls = arg("--memory-calls", 100_000)?;
+    let host = WasmResolvers::new();
+    let hash = host.install("orders", "highest-version", converge_udf_examples::HIGHEST_VERSION)?;
+    let limits = ResolverLimits::default();
+
+    println!("## highest-version: one conflict of two versions (p50 / p99 per call)\n");
+    print!("| versions of | native | wasm, fresh instance (fuel on) | wasm / native |");
+    #[cfg(feature = "quickjs")]
+    print!(" QuickJS, warm context | QuickJS / wasm | QuickJS, fresh context |");
+    println!();
+    print!("|---|---|---|---|");
+    #[cfg(feature = "quickjs")]
+    print!("---|---|---|");
+    println!();
+    let mut breakdowns = Vec::new();
+    for size in [1024, 64 * 1024] {
+        let input = input(size);
+        let n = if size > 4096 { calls / 10 } else { calls };
+        let expected = highest_version::resolve_bytes(&input);
+        assert_eq!(expected, br#"{"pick":1}"#, "the workload's answer");
+        let native = measure(n, || {
+            black_box(highest_version::resolve_bytes(black_box(&input)));
+        });
+        let report = host.call(&hash, &input, &limits).context("installed")?;
+        assert_eq!(report.outcome, Outcome::Pick(1));
+        let mut sum = CallTimings::default();
+        let wasm = measure(n, || {
+            let r = host.call(&hash, black_box(&input), &limits).expect("installed");
+            sum.instantiate += r.timings.instantiate;
+            sum.input += r.timings.input;
+            sum.run += r.timings.run;
+            sum.output += r.timings.output;
+        });
+        let total = n + n / 10 + 1;
+        breakdowns.push((size, sum, total, report.fuel_used, report.memory_bytes));
+        print!(
+            "| {} KiB | {} / {} | {} / {} | {:.2}× |",
+            size / 1024,
+            us(native.p50),
+            us(native.p99),
+            us(wasm.p50),
+            us(wasm.p99),
+            wasm.p50.as_secs_f64() / native.p50.as_secs_f64()
+        );
+        #[cfg(feature = "quickjs")]
+        {
+            let text = std::str::from_utf8(&input)?;
+            let warm = js::Warm::new()?;
+            assert_eq!(warm.call(text), r#"{"pick":1}"#);
+            let jsw = measure(n, || {
+                black_box(warm.call(black_box(text)));
+            });
+            let rt = rquickjs::Runtime::new()?;
+            let jsf = measure(n / 4, || {
+                black_box(js::fresh(&rt, black_box(text)));
+            });
+            print!(
+                " {} / {} | {:.2}× | {} / {} |",
+                us(jsw.p50),
+                us(jsw.p99),
+                jsw.p50.as_secs_f64() / wasm.p50.as_secs_f64(),
+                us(jsf.p50),
+                us(jsf.p99)
+            );
+        }
+        println!();
+    }
+
+    println!("\n## Where a wasm call's time goes (mean per call)\n");
+    println!("| versions of | instantiate | input in | resolver runs | output out + drop | fuel used | instance memory |");
+    println!("|---|---|---|---|---|---|---|");
+    for (size, sum, n, fuel, mem) in breakdowns {
+        let mean = |d: Duration| us(d / n as u32);
+        println!(
+            "| {} KiB | {} | {} | {} | {} | {fuel} | {} KiB |",
+            size / 1024,
+            mean(sum.instantiate),
+            mean(sum.input),
+            mean(sum.run),
+            mean(sum.output),
+            mem / 1024
+        );
+    }
+
+    println!("\n## Memory over {memory_calls} calls in a row (1 KiB versions)\n");
+    println!("| calls | process RSS |");
+    println!("|---|---|");
+    let input = input(1024);
+    let checkpoints = [1, memory_calls / 4, memory_calls / 2, memory_calls * 3 / 4, memory_calls];
+    for i in 1..=memory_calls {
+        black_box(host.call(&hash, &input, &limits));
+        if checkpoints.contains(&i) {
+            println!("| {i} | {} KiB |", current_rss_kib());
+        }
+    }
+    Ok(())
+}
