@@ -62,6 +62,6 @@ pub use store::{
     StoreStats, WriteOp, WriteOutcome,
 };
 pub use udf::{
-    ABI_VERSION, CallReport, CallTimings, DEFAULT_WATCHDOG, EngineFingerprint, MAX_LOG_BYTES, MAX_MEMORY_LIMIT,
-    ModuleError, ResolverModule, WasmResolvers, content_hash,
+    ABI_VERSION, CallReport, CallTimings, DEFAULT_WATCHDOG, EngineFingerprint, MAX_LOG_BYTES,
+    MAX_MEMORY_LIMIT, ModuleError, ResolverModule, WasmResolvers, content_hash,
 };

@@ -240,7 +240,10 @@ fn every_call_starts_from_a_fresh_state_and_is_deterministic() {
     let a = host.call_module(&counting, input, &limits).expect("call");
     let b = host.call_module(&counting, input, &limits).expect("call");
     assert_eq!(a.outcome, Outcome::Pick(0));
-    assert!(a.same_behaviour(&b), "same outcome and the same fuel, call after call");
+    assert!(
+        a.same_behaviour(&b),
+        "same outcome and the same fuel, call after call"
+    );
     assert!(a.fuel_used > 0);
 }
 

@@ -94,7 +94,7 @@ pub fn resolve_raw(ptr: i32, len: i32, resolver: impl FnOnce(&[u8]) -> Vec<u8>) 
 
 /// Size of the arena in the module's initial memory (its zeroed data section).
 #[cfg(target_arch = "wasm32")]
-const ARENA_BYTES: usize = 1 << 20;
+const ARENA_BYTES: usize = 256 << 10;
 
 /// The SDK's global allocator on wasm32: bumps a pointer through an arena in the module's
 /// initial memory, then through memory grown a page run at a time. Freeing the most recent
@@ -209,12 +209,7 @@ unsafe impl std::alloc::GlobalAlloc for BumpAllocator {
         p
     }
 
-    unsafe fn realloc(
-        &self,
-        ptr: *mut u8,
-        layout: std::alloc::Layout,
-        new_size: usize,
-    ) -> *mut u8 {
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as above.
         let s = unsafe { &mut *self.state.get() };
         let start = ptr as usize;

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod guest;
+pub mod view;
 
 #[cfg(all(target_arch = "wasm32", feature = "allocator"))]
 #[global_allocator]
@@ -122,13 +123,12 @@ pub enum Decision {
 impl Decision {
     /// The ABI's output JSON.
     pub fn to_json(&self) -> String {
-        let v = match self {
-            Decision::Pick(i) => serde_json::json!({ "pick": i }),
-            Decision::Merge(body) => serde_json::json!({ "merge": body }),
-            Decision::Delete => serde_json::json!({ "delete": true }),
-            Decision::Defer(reason) => serde_json::json!({ "defer": reason }),
-        };
-        v.to_string()
+        match self {
+            Decision::Pick(i) => format!(r#"{{"pick":{i}}}"#),
+            Decision::Merge(body) => format!(r#"{{"merge":{body}}}"#),
+            Decision::Delete => r#"{"delete":true}"#.to_owned(),
+            Decision::Defer(reason) => format!(r#"{{"defer":{}}}"#, Value::from(reason.as_str())),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! calls in a row. Prints markdown tables.
 //!
 //! `cargo run --release -p converge-benches --bin resolver-bench [--features quickjs]`
-//! (`--calls N` scales the number of calls; `--memory-calls N` the memory run).
+//! (`--calls N` calls per round at 1 KiB, a tenth at 64 KiB; `--rounds N`; `--memory-calls N`).
 
 use anyhow::{Context as _, Result};
 use converge_benches::current_rss_kib;
@@ -14,14 +14,19 @@ use std::time::{Duration, Instant};
 
 /// An order of about `size` bytes with a numeric `version`.
 fn order(version: u64, size: usize) -> String {
-    let head = format!(r#"{{"id":"order-1","pk":"alice","version":{version},"status":"open","lines":["#);
+    let head =
+        format!(r#"{{"id":"order-1","pk":"alice","version":{version},"status":"open","lines":["#);
     let mut out = head;
     let mut k = 0;
     while out.len() + 2 < size {
         if k > 0 {
             out.push(',');
         }
-        out.push_str(&format!(r#"{{"sku":"sku-{k:05}","qty":{},"price":{}}}"#, k % 7 + 1, 100 + k));
+        out.push_str(&format!(
+            r#"{{"sku":"sku-{k:05}","qty":{},"price":{}}}"#,
+            k % 7 + 1,
+            100 + k
+        ));
         k += 1;
     }
     out.push_str("]}");
@@ -31,7 +36,9 @@ fn order(version: u64, size: usize) -> String {
 /// ABI input: two versions of about `size` bytes each; the second has the higher version.
 fn input(size: usize) -> Vec<u8> {
     let v = |body: String, region: &str, ts: u64| {
-        format!(r#"{{"item":{body},"deleted":false,"region":"{region}","timestamp":{ts},"logical":0}}"#)
+        format!(
+            r#"{{"item":{body},"deleted":false,"region":"{region}","timestamp":{ts},"logical":0}}"#
+        )
     };
     format!(
         r#"{{"abi":1,"container":"orders","id":"order-1","partitionKey":"alice","versions":[{},{}]}}"#,
@@ -41,11 +48,13 @@ fn input(size: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+#[derive(Clone, Copy)]
 struct Sample {
     p50: Duration,
     p99: Duration,
 }
 
+/// p50 and p99 of `calls` timed calls (after a tenth as warm-up).
 fn measure(calls: usize, mut f: impl FnMut()) -> Sample {
     for _ in 0..calls / 10 + 1 {
         f();
@@ -62,6 +71,13 @@ fn measure(calls: usize, mut f: impl FnMut()) -> Sample {
         p50: times[times.len() / 2],
         p99: times[times.len() * 99 / 100],
     }
+}
+
+/// The median round's figures: subjects are measured in turn, round after round, so a noisy
+/// moment on a shared machine hits all of them alike and one round cannot skew the result.
+fn median(mut rounds: Vec<Sample>) -> Sample {
+    rounds.sort_by_key(|s| s.p50);
+    rounds[rounds.len() / 2]
 }
 
 fn us(d: Duration) -> String {
@@ -129,13 +145,20 @@ fn arg(name: &str, default: usize) -> Result<usize> {
 }
 
 fn main() -> Result<()> {
-    let calls = arg("--calls", 20_000)?;
+    let calls = arg("--calls", 10_000)?;
+    let rounds = arg("--rounds", 5)?.max(1);
     let memory_calls = arg("--memory-calls", 100_000)?;
     let host = WasmResolvers::new();
-    let hash = host.install("orders", "highest-version", converge_udf_examples::HIGHEST_VERSION)?;
+    let hash = host.install(
+        "orders",
+        "highest-version",
+        converge_udf_examples::HIGHEST_VERSION,
+    )?;
     let limits = ResolverLimits::default();
 
-    println!("## highest-version: one conflict of two versions (p50 / p99 per call)\n");
+    println!(
+        "## highest-version: one conflict of two versions (p50 / p99 per call, median of {rounds} rounds)\n"
+    );
     print!("| versions of | native | wasm, fresh instance (fuel on) | wasm / native |");
     #[cfg(feature = "quickjs")]
     print!(" QuickJS, warm context | QuickJS / wasm | QuickJS, fresh context |");
@@ -150,20 +173,45 @@ fn main() -> Result<()> {
         let n = if size > 4096 { calls / 10 } else { calls };
         let expected = highest_version::resolve_bytes(&input);
         assert_eq!(expected, br#"{"pick":1}"#, "the workload's answer");
-        let native = measure(n, || {
-            black_box(highest_version::resolve_bytes(black_box(&input)));
-        });
         let report = host.call(&hash, &input, &limits).context("installed")?;
         assert_eq!(report.outcome, Outcome::Pick(1));
         let mut sum = CallTimings::default();
-        let wasm = measure(n, || {
-            let r = host.call(&hash, black_box(&input), &limits).expect("installed");
-            sum.instantiate += r.timings.instantiate;
-            sum.input += r.timings.input;
-            sum.run += r.timings.run;
-            sum.output += r.timings.output;
-        });
-        let total = n + n / 10 + 1;
+        #[cfg(feature = "quickjs")]
+        let text = std::str::from_utf8(&input)?;
+        #[cfg(feature = "quickjs")]
+        let warm = js::Warm::new()?;
+        #[cfg(feature = "quickjs")]
+        assert_eq!(warm.call(text), r#"{"pick":1}"#);
+        #[cfg(feature = "quickjs")]
+        let rt = rquickjs::Runtime::new()?;
+        let (mut natives, mut wasms) = (Vec::new(), Vec::new());
+        #[cfg_attr(not(feature = "quickjs"), allow(unused_mut))]
+        let (mut jsws, mut jsfs): (Vec<Sample>, Vec<Sample>) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            natives.push(measure(n, || {
+                black_box(highest_version::resolve_bytes(black_box(&input)));
+            }));
+            wasms.push(measure(n, || {
+                let r = host
+                    .call(&hash, black_box(&input), &limits)
+                    .expect("installed");
+                sum.instantiate += r.timings.instantiate;
+                sum.input += r.timings.input;
+                sum.run += r.timings.run;
+                sum.output += r.timings.output;
+            }));
+            #[cfg(feature = "quickjs")]
+            {
+                jsws.push(measure(n, || {
+                    black_box(warm.call(black_box(text)));
+                }));
+                jsfs.push(measure(n / 10 + 1, || {
+                    black_box(js::fresh(&rt, black_box(text)));
+                }));
+            }
+        }
+        let (native, wasm) = (median(natives), median(wasms));
+        let total = (n + n / 10 + 1) * rounds;
         breakdowns.push((size, sum, total, report.fuel_used, report.memory_bytes));
         print!(
             "| {} KiB | {} / {} | {} / {} | {:.2}× |",
@@ -174,18 +222,8 @@ fn main() -> Result<()> {
             us(wasm.p99),
             wasm.p50.as_secs_f64() / native.p50.as_secs_f64()
         );
-        #[cfg(feature = "quickjs")]
-        {
-            let text = std::str::from_utf8(&input)?;
-            let warm = js::Warm::new()?;
-            assert_eq!(warm.call(text), r#"{"pick":1}"#);
-            let jsw = measure(n, || {
-                black_box(warm.call(black_box(text)));
-            });
-            let rt = rquickjs::Runtime::new()?;
-            let jsf = measure(n / 4, || {
-                black_box(js::fresh(&rt, black_box(text)));
-            });
+        if !jsws.is_empty() {
+            let (jsw, jsf) = (median(jsws), median(jsfs));
             print!(
                 " {} / {} | {:.2}× | {} / {} |",
                 us(jsw.p50),
@@ -199,7 +237,9 @@ fn main() -> Result<()> {
     }
 
     println!("\n## Where a wasm call's time goes (mean per call)\n");
-    println!("| versions of | instantiate | input in | resolver runs | output out + drop | fuel used | instance memory |");
+    println!(
+        "| versions of | instantiate | input in | resolver runs | output out + drop | fuel used | instance memory |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (size, sum, n, fuel, mem) in breakdowns {
         let mean = |d: Duration| us(d / n as u32);
@@ -218,7 +258,13 @@ fn main() -> Result<()> {
     println!("| calls | process RSS |");
     println!("|---|---|");
     let input = input(1024);
-    let checkpoints = [1, memory_calls / 4, memory_calls / 2, memory_calls * 3 / 4, memory_calls];
+    let checkpoints = [
+        1,
+        memory_calls / 4,
+        memory_calls / 2,
+        memory_calls * 3 / 4,
+        memory_calls,
+    ];
     for i in 1..=memory_calls {
         black_box(host.call(&hash, &input, &limits));
         if checkpoints.contains(&i) {

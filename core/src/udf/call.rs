@@ -90,7 +90,14 @@ impl CallReport {
     /// Whether two runs of a call behaved the same: outcome, fuel, logs and memory (not
     /// timings).
     pub fn same_behaviour(&self, other: &CallReport) -> bool {
-        let key = |r: &CallReport| (r.outcome.clone(), r.fuel_used, r.logs.clone(), r.memory_bytes);
+        let key = |r: &CallReport| {
+            (
+                r.outcome.clone(),
+                r.fuel_used,
+                r.logs.clone(),
+                r.memory_bytes,
+            )
+        };
         key(self) == key(other)
     }
 }

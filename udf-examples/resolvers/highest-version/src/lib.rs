@@ -8,8 +8,8 @@
 //! 3. ties go to the earlier version in canonical order, which is the one with the higher
 //!    `_ts`-based LWW key, so every region picks the same one.
 //!
-//! It reads only the fields it needs from the input (`resolver!(raw: ...)`), so a call costs
-//! little more than scanning the input once.
+//! It reads only the fields it needs from the input (`resolver!(raw: ...)` with the SDK's
+//! `view`), so a call costs little more than scanning the input once.
 //!
 //! ```
 //! use converge_udf_sdk::{resolve_json, Decision};
@@ -20,9 +20,8 @@
 //! assert_eq!(highest_version::resolve_bytes(input.as_bytes()), br#"{"pick":1}"#);
 //! ```
 
+use converge_udf_sdk::view::ConflictView;
 use converge_udf_sdk::{Conflict, Decision};
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 /// The resolver on the SDK's typed input.
 pub fn highest_version(c: &Conflict) -> Decision {
@@ -55,47 +54,20 @@ fn best(n: usize, key: impl Fn(usize) -> Option<f64>) -> usize {
     best
 }
 
-#[derive(Deserialize)]
-struct Input {
-    versions: Vec<SlimVersion>,
-}
-
-#[derive(Deserialize)]
-struct SlimVersion {
-    item: Option<SlimItem>,
-    deleted: bool,
-}
-
-#[derive(Deserialize)]
-struct SlimItem {
-    version: Option<VersionField>,
-}
-
-/// Any JSON value; only a number counts.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum VersionField {
-    Number(f64),
-    Other(IgnoredAny),
-}
-
-/// The same rule on the raw input bytes, decoding only `deleted` and `version`: what the wasm
-/// module exports.
+/// The same rule on the raw input bytes through the SDK's zero-copy [`ConflictView`], which
+/// locates `deleted` and `version` without decoding anything else: what the wasm module
+/// exports.
 pub fn resolve_bytes(input: &[u8]) -> Vec<u8> {
-    let decision = match serde_json::from_slice::<Input>(input) {
-        Ok(inp) if inp.versions.len() < 2 => {
+    let decision = match ConflictView::parse(input) {
+        Ok(c) if c.versions.len() < 2 => {
             Decision::Defer("input has fewer than two versions".into())
         }
-        Ok(inp) if inp.versions.iter().any(|v| v.deleted) => Decision::Delete,
-        Ok(inp) => Decision::Pick(best(inp.versions.len(), |i| {
-            match inp.versions[i]
+        Ok(c) if c.is_tombstone() => Decision::Delete,
+        Ok(c) => Decision::Pick(best(c.versions.len(), |i| {
+            c.versions[i]
                 .item
-                .as_ref()
-                .and_then(|b| b.version.as_ref())
-            {
-                Some(VersionField::Number(n)) => Some(*n),
-                _ => None,
-            }
+                .and_then(|b| b.get("version"))
+                .and_then(|v| v.as_f64())
         })),
         Err(e) => Decision::Defer(format!("cannot decode the input: {e}")),
     };
