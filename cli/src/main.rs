@@ -1,5 +1,6 @@
 //! `converge`: the command line of the converge multi-region document store.
 
+mod check;
 mod demo;
 
 use clap::{Parser, Subcommand};
@@ -21,12 +22,17 @@ enum Command {
     /// Run three regions in one process, write concurrently while replication is cut, heal,
     /// and show how each policy resolved the conflicts.
     Demo(demo::DemoArgs),
+    /// Check a resolver module before it ships: generated conflicts run twice each (traps,
+    /// invalid answers, defers, fuel, differences, properties), then the multi-region
+    /// simulation with it. Exit status 1 when anything is wrong.
+    CheckResolver(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::CheckResolver(args) => check::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -37,6 +37,7 @@
 //! ```
 
 mod causal;
+pub mod check;
 mod error;
 mod feed;
 mod model;

@@ -4,5 +4,5 @@ pub(crate) mod lww;
 mod policy;
 
 pub use lww::{LwwKey, NumberKey};
-pub(crate) use policy::decide;
 pub use policy::{CanonicalVersion, NoResolvers, Outcome, ResolveRequest, ResolverHost};
+pub(crate) use policy::{check_answer, decide};

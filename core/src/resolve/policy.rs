@@ -111,15 +111,32 @@ pub(crate) fn decide(
                 hash: hash.as_deref(),
                 limits,
             };
-            match host.resolve(&req) {
-                Outcome::Pick(i) if i >= versions.len() => Outcome::Failed(format!(
-                    "invalid output: pick {i} is out of range for {} versions",
-                    versions.len()
-                )),
-                Outcome::Merge(body) => check_merge(body, id, partition_key, pk_path),
-                other => other,
-            }
+            check_answer(
+                host.resolve(&req),
+                versions.len(),
+                id,
+                partition_key,
+                pk_path,
+            )
         }
+    }
+}
+
+/// Checks a custom resolver's answer for siblings of item `id`: a pick in range, a merge that
+/// keeps the id and partition key within the size limit. Anything else is passed through.
+pub(crate) fn check_answer(
+    outcome: Outcome,
+    versions: usize,
+    id: &str,
+    partition_key: &PartitionKey,
+    pk_path: &str,
+) -> Outcome {
+    match outcome {
+        Outcome::Pick(i) if i >= versions => Outcome::Failed(format!(
+            "invalid output: pick {i} is out of range for {versions} versions"
+        )),
+        Outcome::Merge(body) => check_merge(body, id, partition_key, pk_path),
+        other => other,
     }
 }
 

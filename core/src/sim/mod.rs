@@ -12,4 +12,5 @@ mod rng;
 mod world;
 
 pub use rng::Rng;
+pub(crate) use world::CONTAINER;
 pub use world::{BodyGenerator, SimConfig, SimFailure, SimPolicy, SimReport, run};

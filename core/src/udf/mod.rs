@@ -9,5 +9,6 @@ mod module;
 
 pub use call::{CallReport, CallTimings, MAX_LOG_BYTES};
 pub use engine::{EngineFingerprint, MAX_MEMORY_LIMIT};
+pub(crate) use host::abi_input;
 pub use host::{DEFAULT_WATCHDOG, WasmResolvers};
 pub use module::{ABI_VERSION, ModuleError, ResolverModule, content_hash};
