@@ -47,8 +47,11 @@ use std::sync::Arc;
 pub struct Property {
     /// Shown in findings.
     pub name: String,
-    check: Arc<dyn Fn(&Resolution<'_>) -> Result<(), String> + Send + Sync>,
+    check: Arc<PropertyFn>,
 }
+
+/// A property's check: why a resolution violates it.
+type PropertyFn = dyn Fn(&Resolution<'_>) -> Result<(), String> + Send + Sync;
 
 impl Property {
     /// A property named `name`; `check` returns why a resolution violates it.
