@@ -3,10 +3,14 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use converge_core::sim::Rng;
-use converge_core::{ConflictPolicy, ConflictStatus, PartitionKey, Store, StoreOptions};
+use converge_core::{
+    ConflictPolicy, ConflictStatus, PartitionKey, ResolverLimits, Store, StoreOptions,
+    WasmResolvers,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 const REGIONS: [&str; 3] = ["west", "east", "north"];
 const DB: &str = "shop";
@@ -36,17 +40,42 @@ struct Scenario {
     pk: &'static str,
     policy: ConflictPolicy,
     what: &'static str,
+    /// A WebAssembly resolver installed (in one region) for a custom policy.
+    module: Option<&'static [u8]>,
+}
+
+fn custom(resolver: &str) -> ConflictPolicy {
+    ConflictPolicy::Custom {
+        resolver: resolver.into(),
+        hash: None,
+        limits: ResolverLimits::default(),
+    }
 }
 
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
-            container: "carts",
+            container: "profiles",
             pk: "/customerId",
             policy: ConflictPolicy::Lww {
                 path: "/_ts".into(),
             },
             what: "last writer wins on /_ts (the default)",
+            module: None,
+        },
+        Scenario {
+            container: "carts",
+            pk: "/customerId",
+            policy: custom("cart-merge"),
+            what: "custom: the cart-merge resolver (WebAssembly) merges lines by SKU",
+            module: Some(converge_udf_examples::CART_MERGE),
+        },
+        Scenario {
+            container: "wishlists",
+            pk: "/customerId",
+            policy: custom("wishlist-merge"),
+            what: "custom: a wishlist-merge resolver with a bug (it panics on every conflict)",
+            module: Some(converge_udf_examples::adversarial::PANIC),
         },
         Scenario {
             container: "orders",
@@ -55,12 +84,14 @@ fn scenarios() -> Vec<Scenario> {
                 path: "/version".into(),
             },
             what: "highest /version wins (an application counter)",
+            module: None,
         },
         Scenario {
             container: "returns",
             pk: "/customerId",
             policy: ConflictPolicy::Manual,
             what: "manual: the application resolves from the conflicts feed",
+            module: None,
         },
     ]
 }
@@ -114,12 +145,14 @@ fn workload_item(
 ) -> Value {
     let cid = format!("customer-{customer}");
     match container {
-        "carts" => {
-            let lines: Vec<Value> = (0..rng.range(1, 4))
-                .map(|_| json!({"sku": format!("sku-{}", rng.below(20)), "qty": rng.range(1, 3)}))
-                .collect();
-            json!({"id": format!("cart-{customer}"), "customerId": cid, "lines": lines, "by": region})
-        }
+        "profiles" => json!({
+            "id": format!("profile-{customer}"), "customerId": cid,
+            "email": format!("c{customer}+{}@example.com", rng.below(100)), "by": region
+        }),
+        "wishlists" => json!({
+            "id": format!("wishlist-{customer}"), "customerId": cid,
+            "skus": [format!("sku-{}", rng.below(20))], "by": region
+        }),
         "orders" => json!({
             "id": format!("order-{}", customer % 10), "customerId": cid,
             "status": *rng.pick(&["placed", "paid", "shipped"]), "version": step, "by": region
@@ -129,6 +162,38 @@ fn workload_item(
             "reason": *rng.pick(&["damaged", "late", "wrong size"]), "by": region
         }),
     }
+}
+
+/// The shopping application's cart change in one region: read the cart, add or change a line
+/// or remove one (leaving a removal marker, as cart-merge expects), write it back.
+fn change_cart(s: &Store, rng: &mut Rng, customer: u64, step: usize) -> Result<()> {
+    let cid = format!("customer-{customer}");
+    let id = format!("cart-{customer}");
+    let pk = PartitionKey::from(cid.as_str());
+    let mut cart = match s.read_item(DB, "carts", &pk, &id) {
+        Ok(item) => item.body,
+        Err(converge_core::Error::NotFound { .. }) => {
+            json!({"id": id, "customerId": cid, "lines": [], "removed": {}})
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(obj) = cart.as_object_mut() {
+        obj.retain(|k, _| !k.starts_with('_'));
+    }
+    let now = step as u64;
+    let mut lines: Vec<Value> = cart["lines"].as_array().cloned().unwrap_or_default();
+    if !lines.is_empty() && rng.chance(30) {
+        let gone = lines.remove(rng.below(lines.len() as u64) as usize);
+        cart["removed"][gone["sku"].as_str().unwrap_or_default()] = json!(now);
+    } else {
+        let sku = format!("sku-{}", rng.below(8));
+        lines.retain(|l| l["sku"] != sku.as_str());
+        lines.push(json!({"sku": sku, "qty": rng.range(1, 4), "updated": now}));
+    }
+    cart["lines"] = Value::Array(lines);
+    cart["by"] = json!(s.region().as_str());
+    s.upsert_item(DB, "carts", cart)?;
+    Ok(())
 }
 
 /// Runs the demo; `Ok(false)` when the regions disagree.
@@ -149,14 +214,22 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     let stores: Vec<Store> = REGIONS
         .iter()
         .map(|r| {
-            Store::open(root.join(r), r, StoreOptions::new())
-                .with_context(|| format!("opening region {r}"))
+            let sandbox = StoreOptions::new().resolver_host(Arc::new(WasmResolvers::new()));
+            Store::open(root.join(r), r, sandbox).with_context(|| format!("opening region {r}"))
         })
         .collect::<Result<_>>()?;
     // Each region runs the same deployment script: the containers are created once.
     for s in &stores {
         for sc in scenarios() {
             s.put_container(DB, sc.container, sc.pk, sc.policy)?;
+        }
+    }
+    // The resolvers are uploaded to one region; replication takes them to the others.
+    for sc in scenarios() {
+        if let (Some(module), ConflictPolicy::Custom { resolver, .. }) = (sc.module, &sc.policy) {
+            stores[0]
+                .put_resolver(DB, sc.container, resolver, module)
+                .with_context(|| format!("installing {resolver}"))?;
         }
     }
     let pb = bar(args.quiet, 0, "initial sync");
@@ -173,7 +246,8 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     let mut ok_writes = 0;
     for step in 0..args.writes {
         for s in &stores {
-            let sc = scenarios().swap_remove(rng.below(3) as usize);
+            let mut all = scenarios();
+            let sc = all.swap_remove(rng.below(all.len() as u64) as usize);
             let customer = rng.below(args.customers.max(1));
             let region = s.region().as_str().to_owned();
             let r = if rng.chance(8) {
@@ -183,6 +257,9 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
                     .to_owned();
                 let pk = PartitionKey::from(format!("customer-{customer}").as_str());
                 s.delete_item(DB, sc.container, &pk, &id, None).map(|_| ())
+            } else if sc.container == "carts" {
+                change_cart(s, &mut rng, customer, step)?;
+                Ok(())
             } else {
                 let item = workload_item(&mut rng, sc.container, &region, customer, step);
                 s.upsert_item(DB, sc.container, item).map(|_| ())
@@ -323,20 +400,34 @@ fn report(stores: &[Store], sc: &Scenario) -> Result<bool> {
         in_conflict += 1;
         if examples.len() < 2 {
             let regions: Vec<&str> = state.siblings.iter().map(|d| d.region.as_str()).collect();
+            let shows = match item.body["lines"].as_array() {
+                Some(lines) if sc.container == "carts" => {
+                    let skus: Vec<&str> = lines.iter().filter_map(|l| l["sku"].as_str()).collect();
+                    format!("one merged cart with {}", skus.join(", "))
+                }
+                _ => format!("{}'s", item.body["by"].as_str().unwrap_or("?")),
+            };
             examples.push(format!(
-                "{}: {} concurrent versions from {} -> shows {}'s",
+                "{}: {} concurrent versions from {} -> shows {shows}",
                 item.id(),
                 regions.len(),
                 regions.join(", "),
-                item.body["by"].as_str().unwrap_or("?"),
             ));
         }
     }
     let open = open_records(s, sc.container)?;
     let agree = same_items(stores, sc.container)?;
-    let how = match sc.policy {
-        ConflictPolicy::Manual => "shown tentatively (LWW winner) until the application resolves",
-        _ => "resolved by the policy, no record needed",
+    let how = match (&sc.policy, open.is_empty()) {
+        (ConflictPolicy::Manual, _) => {
+            "shown tentatively (LWW winner) until the application resolves".to_owned()
+        }
+        (ConflictPolicy::Custom { resolver, .. }, true) => {
+            format!("resolved by {resolver} in every region, no record needed")
+        }
+        (ConflictPolicy::Custom { resolver, .. }, false) => format!(
+            "{resolver} failed, so each shows the LWW winner tentatively and its versions wait in the feed"
+        ),
+        _ => "resolved by the policy, no record needed".to_owned(),
     };
     println!("{} — {}", sc.container, sc.what);
     println!(

@@ -22,6 +22,17 @@ fn demo_ends_with_all_regions_in_agreement() {
         stdout.contains("manual policy"),
         "the manual container shows feed records: {stdout}"
     );
+    // The cart-merge resolver (WebAssembly, installed in one region) merged carts everywhere,
+    // and the panicking resolver's conflicts are in the feed with the panic message.
+    assert!(
+        stdout.contains("resolved by cart-merge in every region")
+            && stdout.contains("shows one merged cart with sku-"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("wishlist-merge failed") && stdout.contains("trap: cart wishlist-"),
+        "{stdout}"
+    );
     // The regions' data is real: each region's directory holds its store.
     for r in ["west", "east", "north"] {
         assert!(dir.path().join(r).join("converge.redb").is_file());
