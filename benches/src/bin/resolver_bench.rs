@@ -155,6 +155,12 @@ fn main() -> Result<()> {
         converge_udf_examples::HIGHEST_VERSION,
     )?;
     let limits = ResolverLimits::default();
+    // What one instance costs the process: resident memory before and after the first call
+    // (the module is compiled at install; the call takes a pool slot, its memory and tables).
+    let before_first = current_rss_kib();
+    host.call(&hash, &input(1024), &limits)
+        .context("installed")?;
+    let first_instance_kib = current_rss_kib().saturating_sub(before_first);
 
     println!(
         "## highest-version: one conflict of two versions (p50 / p99 per call, median of {rounds} rounds)\n"
@@ -254,7 +260,10 @@ fn main() -> Result<()> {
         );
     }
 
-    println!("\n## Memory over {memory_calls} calls in a row (1 KiB versions)\n");
+    println!(
+        "\n## Memory\n\nOne instance (resident memory the first call added): {first_instance_kib} KiB\n"
+    );
+    println!("Over {memory_calls} calls in a row (1 KiB versions):\n");
     println!("| calls | process RSS |");
     println!("|---|---|");
     let input = input(1024);
