@@ -40,6 +40,12 @@
 //!
 //! The macro exports the ABI's functions, installs a panic hook that sends the panic message to
 //! the host before the guest traps, and [`log`] sends diagnostics to the host.
+//!
+//! For speed, `resolver!(raw: f)` hands `f` the input bytes, and [`view::ConflictView`] finds
+//! the fields a resolver reads without decoding the rest. On wasm32 the SDK's global allocator
+//! is a bump allocator in the module's initial memory (feature `allocator`, on by default),
+//! which keeps the fresh instance every call gets cheap. [`Conflict::for_test`] builds inputs
+//! for unit tests. The guide is `docs/resolvers.md` in the repository.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -105,6 +111,43 @@ impl Conflict {
     pub fn is_tombstone(&self) -> bool {
         self.versions.iter().any(|v| v.deleted)
     }
+
+    /// The bodies of the live versions that are JSON objects, in canonical order (so the
+    /// first is the LWW winner among them).
+    pub fn live_objects(&self) -> Vec<&serde_json::Map<String, Value>> {
+        self.versions
+            .iter()
+            .filter_map(|v| v.item.as_ref().and_then(Value::as_object))
+            .collect()
+    }
+
+    /// A conflict for unit tests: `items` in canonical order (`None` for a delete), written
+    /// by regions `r0`, `r1`, … at decreasing times, as the host would order them.
+    pub fn for_test(
+        container: &str,
+        id: &str,
+        partition_key: Value,
+        items: Vec<Option<Value>>,
+    ) -> Self {
+        let n = items.len() as u64;
+        Conflict {
+            abi: ABI_VERSION,
+            container: container.into(),
+            id: id.into(),
+            partition_key,
+            versions: items
+                .into_iter()
+                .enumerate()
+                .map(|(k, item)| Version {
+                    deleted: item.is_none(),
+                    item,
+                    region: format!("r{k}"),
+                    timestamp: 1_764_230_400_000 + (n - k as u64) * 1000,
+                    logical: 0,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What a resolver decides.
@@ -159,31 +202,18 @@ pub fn log(message: &str) {
 #[macro_export]
 macro_rules! resolver {
     (raw: $resolver:path) => {
-        #[cfg(target_arch = "wasm32")]
-        #[doc(hidden)]
-        #[allow(unsafe_code)]
-        #[unsafe(no_mangle)]
-        pub extern "C" fn converge_abi_version() -> i32 {
-            $crate::ABI_VERSION
-        }
-
-        #[cfg(target_arch = "wasm32")]
-        #[doc(hidden)]
-        #[allow(unsafe_code)]
-        #[unsafe(no_mangle)]
-        pub extern "C" fn converge_alloc(len: i32) -> i32 {
-            $crate::guest::alloc(len)
-        }
-
-        #[cfg(target_arch = "wasm32")]
-        #[doc(hidden)]
-        #[allow(unsafe_code)]
-        #[unsafe(no_mangle)]
-        pub extern "C" fn converge_resolve(ptr: i32, len: i32) -> i64 {
-            $crate::guest::resolve_raw(ptr, len, $resolver)
-        }
+        $crate::__exports!(|ptr, len| $crate::guest::resolve_raw(ptr, len, $resolver));
     };
     ($resolver:path) => {
+        $crate::__exports!(|ptr, len| $crate::guest::resolve(ptr, len, $resolver));
+    };
+}
+
+/// The ABI's three exports around a `converge_resolve` body; used by [`resolver!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __exports {
+    (|$ptr:ident, $len:ident| $resolve:expr) => {
         #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         #[allow(unsafe_code)]
@@ -204,8 +234,8 @@ macro_rules! resolver {
         #[doc(hidden)]
         #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
-        pub extern "C" fn converge_resolve(ptr: i32, len: i32) -> i64 {
-            $crate::guest::resolve(ptr, len, $resolver)
+        pub extern "C" fn converge_resolve($ptr: i32, $len: i32) -> i64 {
+            $resolve
         }
     };
 }

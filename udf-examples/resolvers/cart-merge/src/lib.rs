@@ -38,7 +38,7 @@
 //! ```
 
 use converge_udf_sdk::{Conflict, Decision};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The resolver: see the crate documentation for the rule.
@@ -46,11 +46,7 @@ pub fn merge_carts(c: &Conflict) -> Decision {
     if c.is_tombstone() {
         return Decision::Delete;
     }
-    let bodies: Vec<&Map<String, Value>> = c
-        .versions
-        .iter()
-        .filter_map(|v| v.item.as_ref().and_then(Value::as_object))
-        .collect();
+    let bodies = c.live_objects();
     let Some(base) = bodies.first() else {
         return Decision::Defer("no version is a JSON object".into());
     };
@@ -103,27 +99,10 @@ converge_udf_sdk::resolver!(merge_carts);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use converge_udf_sdk::Version;
     use serde_json::json;
 
-    fn version(item: Option<Value>) -> Version {
-        Version {
-            deleted: item.is_none(),
-            item,
-            region: "r".into(),
-            timestamp: 1,
-            logical: 0,
-        }
-    }
-
     fn conflict(items: Vec<Option<Value>>) -> Conflict {
-        Conflict {
-            abi: 1,
-            container: "carts".into(),
-            id: "c".into(),
-            partition_key: json!("alice"),
-            versions: items.into_iter().map(version).collect(),
-        }
+        Conflict::for_test("carts", "c", json!("alice"), items)
     }
 
     fn cart(lines: Value, removed: Value) -> Option<Value> {

@@ -40,11 +40,7 @@ pub fn merge_fields(c: &Conflict) -> Decision {
     if c.is_tombstone() {
         return Decision::Delete;
     }
-    let bodies: Vec<&Map<String, Value>> = c
-        .versions
-        .iter()
-        .filter_map(|v| v.item.as_ref().and_then(Value::as_object))
-        .collect();
+    let bodies = c.live_objects();
     let Some(base) = bodies.first() else {
         return Decision::Defer("no version is a JSON object".into());
     };
@@ -85,26 +81,10 @@ converge_udf_sdk::resolver!(merge_fields);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use converge_udf_sdk::Version;
     use serde_json::json;
 
     fn conflict(items: Vec<Option<Value>>) -> Conflict {
-        Conflict {
-            abi: 1,
-            container: "users".into(),
-            id: "u".into(),
-            partition_key: json!("u"),
-            versions: items
-                .into_iter()
-                .map(|item| Version {
-                    deleted: item.is_none(),
-                    item,
-                    region: "r".into(),
-                    timestamp: 1,
-                    logical: 0,
-                })
-                .collect(),
-        }
+        Conflict::for_test("users", "u", json!("u"), items)
     }
 
     #[test]

@@ -44,26 +44,10 @@ converge_udf_sdk::resolver!(keep_live);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use converge_udf_sdk::Version;
     use serde_json::json;
 
     fn conflict(items: Vec<Option<Value>>) -> Conflict {
-        Conflict {
-            abi: 1,
-            container: "docs".into(),
-            id: "d".into(),
-            partition_key: json!("p"),
-            versions: items
-                .into_iter()
-                .map(|item| Version {
-                    deleted: item.is_none(),
-                    item,
-                    region: "r".into(),
-                    timestamp: 1,
-                    logical: 0,
-                })
-                .collect(),
-        }
+        Conflict::for_test("docs", "d", json!("p"), items)
     }
 
     #[test]
