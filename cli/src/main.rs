@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     /// invalid answers, defers, fuel, differences, properties), then the multi-region
     /// simulation with it. Exit status 1 when anything is wrong.
     CheckResolver(check::CheckArgs),
+    /// Run one region as a server: the HTTP API of docs/http-api.md, pulling from its peers.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::CheckResolver(args) => check::run(&args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

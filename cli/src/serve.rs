@@ -1,0 +1,60 @@
+//! `converge serve`: one region as a server (see `converge_server` and docs/http-api.md).
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use converge_server::ServeConfig;
+use converge_server::replication::Peer;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Options of `converge serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// This region's name.
+    #[arg(long)]
+    region: String,
+    /// Its data directory (created if missing).
+    #[arg(long)]
+    data: PathBuf,
+    /// Address to listen on; port 0 picks a free one (the `listening on` line says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// A region to pull changes from, `<region>=<url>` (repeatable).
+    #[arg(long = "peer", value_name = "REGION=URL")]
+    peers: Vec<Peer>,
+    /// File holding the bearer key every request must carry (peers use it too). Without it
+    /// only loopback addresses are allowed.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+/// Runs until SIGTERM; `Ok(true)` after a clean stop.
+pub fn run(args: ServeArgs) -> Result<bool> {
+    let key = match &args.key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the key file {}", path.display()))?;
+            let key = text.trim().to_owned();
+            if key.len() < 16 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!(
+                    "the key in {} must be at least 16 characters without spaces",
+                    path.display()
+                );
+            }
+            Some(key)
+        }
+        None => None,
+    };
+    let config = ServeConfig {
+        region: args.region,
+        data: args.data,
+        listen: args.listen,
+        peers: args.peers,
+        key,
+    };
+    converge_server::run(config, |addr| {
+        println!("listening on http://{addr}");
+        let _ = std::io::stdout().flush();
+    })?;
+    Ok(true)
+}

@@ -1,0 +1,772 @@
+//! End-to-end: real `converge serve` processes on loopback, talked to over HTTP, as users run
+//! them: concurrent clients, partitions made by stopping regions, kill -9 under load,
+//! resolvers, the manual policy, relays, keys, and bad input on every route.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until `url` answers 200.
+fn wait_for(a: &ureq::Agent, url: &str) {
+    let start = std::time::Instant::now();
+    while get(a, url).0 != 200 {
+        assert!(start.elapsed() < LIMIT, "{url} never answered 200");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes `bodies[i]` in region i while every other region is stopped, so the versions are
+/// concurrent; then starts every region again.
+fn partitioned_writes(a: &ureq::Agent, regions: &mut [Region], coll: &str, bodies: &[Value]) {
+    for r in regions.iter_mut() {
+        r.stop();
+    }
+    for (i, body) in bodies.iter().enumerate() {
+        regions[i].start();
+        assert!(matches!(upsert(a, &regions[i], coll, body), 200 | 201));
+        regions[i].stop();
+    }
+    for r in regions.iter_mut() {
+        r.start();
+    }
+}
+
+#[test]
+fn concurrent_clients_in_three_regions_converge_with_the_same_etags() {
+    let root = tempfile::tempdir().expect("dir");
+    let regions = mesh(root.path());
+    let a = agent();
+    container(&a, &regions[0], "carts", json!({"mode": "lww"}));
+    for r in &regions {
+        wait_for(&a, &format!("{}/dbs/db/colls/carts", r.url()));
+    }
+    std::thread::scope(|s| {
+        for (k, r) in regions.iter().enumerate() {
+            for t in 0..4 {
+                let a = a.clone();
+                s.spawn(move || {
+                    for n in 0..40 {
+                        let body = json!({"id": format!("cart-{}", (n * 7 + t) % 25), "pk": "p",
+                            "by": r.name, "n": n, "client": k * 10 + t});
+                        assert!(matches!(upsert(&a, r, "carts", &body), 200 | 201));
+                    }
+                });
+            }
+        }
+    });
+    let listed = converge(&a, &[&regions[0], &regions[1], &regions[2]], "carts", LIMIT);
+    assert_eq!(listed.len(), 25);
+    // The metrics saw the writes and the replication.
+    let mut m = a
+        .get(format!("{}/metrics", regions[0].url()))
+        .call()
+        .expect("metrics");
+    let text = m.body_mut().read_to_string().expect("text");
+    assert!(
+        text.contains("converge_writes_total{region=\"west\"} 160"),
+        "{text}"
+    );
+    assert!(
+        text.contains("converge_peer_up{region=\"west\",peer=\"east\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn partitions_made_by_stopping_regions_heal_and_a_chain_relays() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut regions = mesh(root.path());
+    let a = agent();
+    container(&a, &regions[0], "items", json!({"mode": "lww"}));
+    for r in &regions {
+        wait_for(&a, &format!("{}/dbs/db/colls/items", r.url()));
+    }
+    // Each side writes while the others are down: its own items and a shared one.
+    for r in regions.iter_mut() {
+        r.stop();
+    }
+    for r in regions.iter_mut() {
+        r.start();
+        for n in 0..10 {
+            let body = json!({"id": format!("{}-{n}", r.name), "pk": "p", "n": n});
+            assert_eq!(upsert(&a, r, "items", &body), 201);
+        }
+        let shared = json!({"id": "shared", "pk": "p", "by": r.name});
+        assert!(matches!(upsert(&a, r, "items", &shared), 200 | 201));
+        r.stop();
+    }
+    for r in regions.iter_mut() {
+        r.start();
+    }
+    let listed = converge(&a, &[&regions[0], &regions[1], &regions[2]], "items", LIMIT);
+    assert_eq!(listed.len(), 31);
+    drop(regions);
+
+    // A chain a <-> b <-> c: a and c never talk, b relays.
+    let root = tempfile::tempdir().expect("dir");
+    let ports = [free_port(), free_port(), free_port()];
+    let mut chain: Vec<Region> = ["a", "b", "c"]
+        .iter()
+        .zip(ports)
+        .map(|(n, p)| Region::new(root.path(), n, p))
+        .collect();
+    chain[0].peers = vec![("b".into(), ports[1])];
+    chain[1].peers = vec![("a".into(), ports[0]), ("c".into(), ports[2])];
+    chain[2].peers = vec![("b".into(), ports[1])];
+    for r in chain.iter_mut() {
+        r.start();
+    }
+    container(&a, &chain[0], "items", json!({"mode": "lww"}));
+    wait_for(&a, &format!("{}/dbs/db/colls/items", chain[2].url()));
+    for (r, name) in [(&chain[0], "from-a"), (&chain[2], "from-c")] {
+        assert_eq!(upsert(&a, r, "items", &json!({"id": name, "pk": "p"})), 201);
+    }
+    let listed = converge(&a, &[&chain[0], &chain[1], &chain[2]], "items", LIMIT);
+    assert_eq!(listed.len(), 2);
+}
+
+#[test]
+fn kill_9_under_write_load_loses_no_acknowledged_write() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut regions = mesh(root.path());
+    let a = agent();
+    container(&a, &regions[0], "orders", json!({"mode": "lww"}));
+    for r in &regions {
+        wait_for(&a, &format!("{}/dbs/db/colls/orders", r.url()));
+    }
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let west_url = regions[0].url();
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let (a, acked, url) = (a.clone(), acknowledged.clone(), west_url.clone());
+            std::thread::spawn(move || {
+                for n in 0..10_000 {
+                    let id = format!("order-{t}-{n}");
+                    let r = a
+                        .post(format!("{url}/dbs/db/colls/orders/docs"))
+                        .content_type("application/json")
+                        .send(json!({"id": id, "pk": "p", "n": n}).to_string());
+                    match r {
+                        Ok(resp) if resp.status() == 201 => {
+                            if let Ok(mut v) = acked.lock() {
+                                v.push(id);
+                            }
+                        }
+                        // The region died under us: nothing acknowledged after this.
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    regions[0].kill9();
+    for w in writers {
+        let _ = w.join();
+    }
+    let acked = acknowledged.lock().expect("list").clone();
+    assert!(
+        acked.len() > 20,
+        "the load wrote too little: {}",
+        acked.len()
+    );
+    regions[0].start();
+    let listed = converge(
+        &a,
+        &[&regions[0], &regions[1], &regions[2]],
+        "orders",
+        LIMIT,
+    );
+    let present: std::collections::HashSet<&str> =
+        listed.iter().map(|(id, _)| id.as_str()).collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|id| !present.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+}
+
+#[test]
+fn a_resolver_uploaded_to_one_region_resolves_everywhere_and_a_trapping_one_fills_every_feed() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut regions = mesh(root.path());
+    let a = agent();
+    container(
+        &a,
+        &regions[0],
+        "carts",
+        json!({"mode": "custom", "resolver": "cart-merge"}),
+    );
+    container(
+        &a,
+        &regions[0],
+        "wishes",
+        json!({"mode": "custom", "resolver": "wish-merge"}),
+    );
+    for (coll, name, module) in [
+        ("carts", "cart-merge", converge_udf_examples::CART_MERGE),
+        (
+            "wishes",
+            "wish-merge",
+            converge_udf_examples::adversarial::PANIC,
+        ),
+    ] {
+        let (s, v) = answer(
+            a.put(format!(
+                "{}/dbs/db/colls/{coll}/resolvers/{name}",
+                regions[0].url()
+            ))
+            .content_type("application/wasm")
+            .send(module),
+        );
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["name"], name);
+        for r in &regions {
+            let start = std::time::Instant::now();
+            loop {
+                let (_, list) = get(&a, &format!("{}/dbs/db/colls/{coll}/resolvers", r.url()));
+                if list["resolvers"][0]["hash"] == v["hash"] {
+                    break;
+                }
+                assert!(start.elapsed() < LIMIT, "{} never got {name}", r.name);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let carts: Vec<Value> = ["apple", "pear", "plum"]
+        .iter()
+        .map(|sku| json!({"id": "c1", "pk": "p", "lines": [{"sku": sku, "qty": 1, "updated": 5}], "removed": {}}))
+        .collect();
+    partitioned_writes(&a, &mut regions, "carts", &carts);
+    let wishes: Vec<Value> = (0..3)
+        .map(|k| json!({"id": "w1", "pk": "p", "k": k}))
+        .collect();
+    partitioned_writes(&a, &mut regions, "wishes", &wishes);
+
+    let all = [&regions[0], &regions[1], &regions[2]];
+    converge(&a, &all, "carts", LIMIT);
+    converge(&a, &all, "wishes", LIMIT);
+    for r in &regions {
+        let (s, cart) = answer(
+            a.get(format!("{}/dbs/db/colls/carts/docs/c1", r.url()))
+                .header("x-partition-key", "\"p\"")
+                .call(),
+        );
+        assert_eq!(s, 200);
+        let skus: Vec<&str> = cart["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .filter_map(|l| l["sku"].as_str())
+            .collect();
+        assert_eq!(skus, ["apple", "pear", "plum"], "merged in {}", r.name);
+        assert!(open_conflicts(&a, r, "carts").is_empty());
+        let feed = open_conflicts(&a, r, "wishes");
+        // One record per sibling that is not shown: three versions, two records.
+        assert_eq!(feed.len(), 2, "{}: {feed:?}", r.name);
+        assert!(
+            feed.iter()
+                .all(|(_, reason)| reason == "trap: cart w1 cannot be merged"),
+            "{feed:?}"
+        );
+    }
+}
+
+#[test]
+fn manual_conflicts_are_listed_resolved_by_the_application_and_deleted() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut regions = mesh(root.path());
+    let a = agent();
+    container(&a, &regions[0], "returns", json!({"mode": "manual"}));
+    for r in &regions {
+        wait_for(&a, &format!("{}/dbs/db/colls/returns", r.url()));
+    }
+    let bodies: Vec<Value> = ["damaged", "late", "wrong size"]
+        .iter()
+        .map(|why| json!({"id": "r1", "pk": "p", "reason": why}))
+        .collect();
+    partitioned_writes(&a, &mut regions, "returns", &bodies);
+    let all = [&regions[0], &regions[1], &regions[2]];
+    converge(&a, &all, "returns", LIMIT);
+    for r in &regions {
+        // One record per sibling that is not shown: three versions, two records.
+        assert_eq!(open_conflicts(&a, r, "returns").len(), 2, "{}", r.name);
+    }
+    // The application resolves in one region with a replace that has seen every version.
+    let (s, current) = answer(
+        a.get(format!("{}/dbs/db/colls/returns/docs/r1", regions[1].url()))
+            .header("x-partition-key", "\"p\"")
+            .call(),
+    );
+    assert_eq!(s, 200);
+    let (s, v) = answer(
+        a.put(format!("{}/dbs/db/colls/returns/docs/r1", regions[1].url()))
+            .header("x-partition-key", "\"p\"")
+            .header("If-Match", current["_etag"].as_str().expect("etag"))
+            .content_type("application/json")
+            .send(json!({"id": "r1", "pk": "p", "reason": "reviewed"}).to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    converge(&a, &all, "returns", LIMIT);
+    for r in &regions {
+        assert!(open_conflicts(&a, r, "returns").is_empty(), "{}", r.name);
+        let (_, page) = get(&a, &format!("{}/dbs/db/colls/returns/conflicts", r.url()));
+        let records = page["conflicts"].as_array().expect("records").clone();
+        // Superseded records stay until deleted (earlier sibling sets had their own).
+        assert!(records.len() >= 2, "{records:?}");
+        for rec in &records {
+            assert_eq!(rec["status"], "superseded");
+            let url = format!(
+                "{}/dbs/db/colls/returns/conflicts/{}",
+                r.url(),
+                rec["id"].as_str().expect("id")
+            );
+            assert_eq!(get(&a, &url).0, 200);
+            assert_eq!(answer(a.delete(&url).call()).0, 204);
+            assert_eq!(get(&a, &url).0, 404);
+        }
+    }
+}
+
+/// A bad request: method, URL, body, headers, expected status and code.
+type Case<'a> = (
+    &'a str,
+    String,
+    Option<Vec<u8>>,
+    Vec<(&'a str, &'a str)>,
+    u16,
+    &'a str,
+);
+
+/// Sends only a request's head announcing `length` body bytes, then reads the answer.
+fn head_only(port: u16, method: &str, path: &str, length: usize) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nx-partition-key: \"p\"\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n{{"
+    )
+    .expect("send head");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn bad_input_on_every_route_gets_the_contracts_status_and_the_server_stays_healthy() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut r = Region::new(root.path(), "west", free_port());
+    r.start();
+    let a = agent();
+    let u = r.url();
+    container(&a, &r, "c", json!({"mode": "lww"}));
+    upsert(&a, &r, "c", &json!({"id": "i", "pk": "p"}));
+    let cases: Vec<Case> = vec![
+        (
+            "PUT",
+            format!("{u}/dbs/db/colls/c2"),
+            Some(b"{".to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "PUT",
+            format!("{u}/dbs/db/colls/c2"),
+            Some(br#"{"partitionKey": 5}"#.to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "PUT",
+            format!("{u}/dbs/db/colls/c2"),
+            Some(
+                br#"{"partitionKey": "/pk", "conflictResolutionPolicy": {"mode": "nope"}}"#
+                    .to_vec(),
+            ),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "PUT",
+            format!("{u}/dbs/db/colls/c2"),
+            Some(br#"{"partitionKey": "pk"}"#.to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/nope"),
+            None,
+            vec![],
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/nope/colls"),
+            None,
+            vec![],
+            404,
+            "NotFound",
+        ),
+        (
+            "DELETE",
+            format!("{u}/dbs/db/colls/nope"),
+            None,
+            vec![],
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/nope/resolvers"),
+            None,
+            vec![],
+            404,
+            "NotFound",
+        ),
+        (
+            "PUT",
+            format!("{u}/dbs/db/colls/c/resolvers/r"),
+            Some(b"not wasm".to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            format!("{u}/dbs/db/colls/c/docs"),
+            Some(b"nope".to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            format!("{u}/dbs/db/colls/c/docs"),
+            Some(b"[1]".to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            format!("{u}/dbs/db/colls/c/docs"),
+            Some(br#"{"pk": "p"}"#.to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            format!("{u}/dbs/db/colls/c/docs"),
+            Some(br#"{"id": 5, "pk": "p"}"#.to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            format!("{u}/dbs/db/colls/c/docs"),
+            Some(br#"{"id": "j", "pk": {"a": 1}}"#.to_vec()),
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "POST",
+            format!("{u}/dbs/db/colls/c/docs"),
+            Some(br#"{"id": "i", "pk": "p"}"#.to_vec()),
+            vec![],
+            409,
+            "Conflict",
+        ),
+        (
+            "POST",
+            format!("{u}/dbs/db/colls/nope/docs"),
+            Some(br#"{"id": "i", "pk": "p"}"#.to_vec()),
+            vec![],
+            404,
+            "NotFound",
+        ),
+        (
+            "PUT",
+            format!("{u}/dbs/db/colls/c/docs/i"),
+            Some(br#"{"id": "other", "pk": "p"}"#.to_vec()),
+            vec![("x-partition-key", "\"p\"")],
+            400,
+            "BadRequest",
+        ),
+        (
+            "PUT",
+            format!("{u}/dbs/db/colls/c/docs/zz"),
+            Some(br#"{"id": "zz", "pk": "p"}"#.to_vec()),
+            vec![("x-partition-key", "\"p\"")],
+            404,
+            "NotFound",
+        ),
+        (
+            "PUT",
+            format!("{u}/dbs/db/colls/c/docs/i"),
+            Some(br#"{"id": "i", "pk": "p"}"#.to_vec()),
+            vec![("If-Match", "\"0000\"")],
+            412,
+            "PreconditionFailed",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/c/docs/i"),
+            None,
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/c/docs/i"),
+            None,
+            vec![("x-partition-key", "not json")],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/c/docs/zz"),
+            None,
+            vec![("x-partition-key", "\"p\"")],
+            404,
+            "NotFound",
+        ),
+        (
+            "DELETE",
+            format!("{u}/dbs/db/colls/c/docs/zz"),
+            None,
+            vec![("x-partition-key", "\"p\"")],
+            404,
+            "NotFound",
+        ),
+        (
+            "DELETE",
+            format!("{u}/dbs/db/colls/c/docs/i"),
+            None,
+            vec![("x-partition-key", "\"p\""), ("If-Match", "\"0000\"")],
+            412,
+            "PreconditionFailed",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/c/docs?continuation=garbage"),
+            None,
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/c/docs?maxItemCount=x"),
+            None,
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/c/conflicts/nope"),
+            None,
+            vec![],
+            404,
+            "NotFound",
+        ),
+        (
+            "DELETE",
+            format!("{u}/dbs/db/colls/c/conflicts/nope"),
+            None,
+            vec![],
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/c/changes?since=bad"),
+            None,
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/nope/changes"),
+            None,
+            vec![],
+            404,
+            "NotFound",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/a%2Fb/colls/c"),
+            None,
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/{}/colls/c", "n".repeat(300)),
+            None,
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/../colls/c"),
+            None,
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/_replication/log?cursor=zz"),
+            None,
+            vec![],
+            400,
+            "BadRequest",
+        ),
+        (
+            "GET",
+            format!("{u}/no/such/route"),
+            None,
+            vec![],
+            404,
+            "NotFound",
+        ),
+    ];
+    for (method, url, body, headers, status, code) in cases {
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        let resp = match body {
+            Some(b) => a.run(req.body(b).expect("request")),
+            None => a.run(req.body(()).expect("request")),
+        };
+        let (s, v) = answer(resp);
+        assert_eq!(s, status, "{method} {url}: {v}");
+        assert_eq!(v["code"], code, "{method} {url}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {url}: {v}"
+        );
+    }
+    // Bodies over the limit are refused from their Content-Length, before they are sent.
+    for (method, path, length) in [
+        ("POST", "/dbs/db/colls/c/docs", 3usize << 20),
+        ("PUT", "/dbs/db/colls/c/docs/i", 3 << 20),
+        ("PUT", "/dbs/db/colls/c/resolvers/r", 17 << 20),
+    ] {
+        let (status, text) = head_only(r.port, method, path, length);
+        assert_eq!(status, 413, "{method} {path}: {text}");
+        assert!(text.contains("RequestEntityTooLarge"), "{text}");
+    }
+    assert_eq!(
+        get(&a, &format!("{u}/healthz")).1,
+        json!({"region": "west", "status": "ok"})
+    );
+    // Nothing the bad requests sent was written.
+    assert_eq!(listing(&a, &r, "c").len(), 1);
+    r.stop();
+}
+
+#[test]
+fn keys_guard_every_route_and_peers_use_them() {
+    let root = tempfile::tempdir().expect("dir");
+    let key = root.path().join("key");
+    std::fs::write(&key, "correct-horse-battery-staple\n").expect("key");
+    let ports = [free_port(), free_port()];
+    let mut west = Region::new(root.path(), "west", ports[0]);
+    let mut east = Region::new(root.path(), "east", ports[1]);
+    west.peers = vec![("east".into(), ports[1])];
+    east.peers = vec![("west".into(), ports[0])];
+    west.key = Some(key.clone());
+    east.key = Some(key.clone());
+    west.start();
+    east.start();
+    let a = agent();
+    for (auth, status) in [
+        (None, 401),
+        (Some("Bearer wrong-key-wrong-key"), 401),
+        (Some("Bearer correct-horse-battery-staple"), 200),
+    ] {
+        let mut req = a.get(format!("{}/healthz", west.url()));
+        if let Some(h) = auth {
+            req = req.header("Authorization", h);
+        }
+        let (s, v) = answer(req.call());
+        assert_eq!(s, status, "{v}");
+        if s == 401 {
+            assert_eq!(v["code"], "Unauthorized");
+        }
+    }
+    let auth = "Bearer correct-horse-battery-staple";
+    let (s, _) = answer(
+        a.put(format!("{}/dbs/db/colls/c", west.url()))
+            .header("Authorization", auth)
+            .content_type("application/json")
+            .send(json!({"partitionKey": "/pk"}).to_string()),
+    );
+    assert_eq!(s, 201);
+    let (s, _) = answer(
+        a.post(format!("{}/dbs/db/colls/c/docs", west.url()))
+            .header("Authorization", auth)
+            .content_type("application/json")
+            .send(json!({"id": "i", "pk": "p"}).to_string()),
+    );
+    assert_eq!(s, 201);
+    // east pulls with the key.
+    let start = std::time::Instant::now();
+    loop {
+        let (s, _) = answer(
+            a.get(format!("{}/dbs/db/colls/c/docs/i", east.url()))
+                .header("Authorization", auth)
+                .header("x-partition-key", "\"p\"")
+                .call(),
+        );
+        if s == 200 {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "east never got the item");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Without a key, only loopback.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["serve", "--region", "x", "--listen", "0.0.0.0:0", "--data"])
+        .arg(root.path().join("x"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only loopback"));
+}

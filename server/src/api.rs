@@ -1,0 +1,540 @@
+//! The routes of HTTP-API.md over one region's store. Store calls run on tokio's blocking
+//! pool, never on the runtime's threads.
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use converge_core::{
+    Batch, ConflictPolicy, Cursor, MAX_ITEM_BYTES, PartitionKey, Store, validate_name,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The largest resolver module accepted (bytes).
+pub const MAX_MODULE_BYTES: usize = 16 << 20;
+/// Item bodies may carry this much beyond the item limit (whitespace); the store then checks
+/// the serialized size.
+const ITEM_BODY_LIMIT: usize = MAX_ITEM_BYTES + (64 << 10);
+/// Page size when a list does not ask for one, and the most it may ask for.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Most versions per replication batch.
+pub const MAX_BATCH: usize = 1000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The region's store.
+    pub store: Arc<Store>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The bearer key, when authentication is on.
+    pub key: Option<Arc<str>>,
+}
+
+/// The API's router (the fuzz target and the in-process tests call it directly).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/dbs/{db}/colls", get(list_containers))
+        .route(
+            "/dbs/{db}/colls/{coll}",
+            get(get_container).put(put_container).delete(drop_container),
+        )
+        .route("/dbs/{db}/colls/{coll}/resolvers", get(list_resolvers))
+        .route(
+            "/dbs/{db}/colls/{coll}/resolvers/{name}",
+            axum::routing::put(put_resolver),
+        )
+        .route(
+            "/dbs/{db}/colls/{coll}/docs",
+            get(list_items).post(create_item),
+        )
+        .route(
+            "/dbs/{db}/colls/{coll}/docs/{id}",
+            get(read_item).put(replace_item).delete(delete_item),
+        )
+        .route("/dbs/{db}/colls/{coll}/conflicts", get(list_conflicts))
+        .route(
+            "/dbs/{db}/colls/{coll}/conflicts/{cid}",
+            get(get_conflict).delete(delete_conflict),
+        )
+        .route("/dbs/{db}/colls/{coll}/changes", get(changes))
+        .route("/_replication/fingerprint", get(fingerprint))
+        .route("/_replication/log", get(read_log))
+        .fallback(not_routed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Authentication (constant-time bearer key) and error counting, for every route.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(key) = &state.key {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if !given.is_some_and(|g| same_key(g, key.as_bytes())) {
+            state.metrics.error(401);
+            return ApiError::unauthorized(
+                "a valid `Authorization: Bearer <key>` header is required",
+            )
+            .into_response();
+        }
+    }
+    let response = next.run(request).await;
+    if response.status().as_u16() >= 400 {
+        state.metrics.error(response.status().as_u16());
+    }
+    response
+}
+
+/// Compares keys in time independent of where they differ.
+fn same_key(given: &[u8], key: &[u8]) -> bool {
+    let mut diff = given.len() ^ key.len();
+    for (i, k) in key.iter().enumerate() {
+        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ k);
+    }
+    diff == 0
+}
+
+async fn not_routed() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
+}
+
+fn names(pairs: &[(&str, &str)]) -> Result<(), ApiError> {
+    for (kind, name) in pairs {
+        validate_name(kind, name).map_err(ApiError::from)?;
+    }
+    Ok(())
+}
+
+/// Reads a request body of at most `limit` bytes: one announced as longer is refused before a
+/// byte of it is read, one that turns out longer (chunked) as soon as it passes the limit.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::too_large(format!(
+            "the body is over the {what} limit of {limit} bytes"
+        ))
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if format!("{e:?}").contains("LengthLimitError") {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("cannot read the body: {e}"))
+        }
+    })
+}
+
+/// A request body as JSON, with the contract's errors: 413 over the limit, 400 when not JSON
+/// or not an object.
+async fn json_object(headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+    let bytes = read_body(headers, body, ITEM_BODY_LIMIT, "item").await?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+fn item_response(status: StatusCode, item: converge_core::Item) -> Response {
+    let mut r = (status, axum::Json(item.body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&item.etag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
+
+/// `x-partition-key` as a JSON value, or the id when the container is partitioned on `/id`.
+fn partition_key(
+    store: &Store,
+    headers: &HeaderMap,
+    db: &str,
+    coll: &str,
+    id: &str,
+) -> Result<PartitionKey, ApiError> {
+    match headers.get("x-partition-key") {
+        Some(raw) => {
+            let v: Value = serde_json::from_slice(raw.as_bytes()).map_err(|_| {
+                ApiError::bad_request("x-partition-key must be a JSON value, such as \"alice\"")
+            })?;
+            Ok(PartitionKey::from_value(&v)?)
+        }
+        None if store.container(db, coll)?.partition_key == "/id" => Ok(PartitionKey::from(id)),
+        None => Err(ApiError::bad_request(
+            "the x-partition-key header is required (the container is not partitioned on /id)",
+        )),
+    }
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get(header::IF_MATCH)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::bad_request("If-Match must be text"))
+        })
+        .transpose()
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    continuation: Option<String>,
+    #[serde(rename = "maxItemCount")]
+    max_item_count: Option<usize>,
+}
+
+impl PageQuery {
+    fn max(&self) -> usize {
+        self.max_item_count
+            .unwrap_or(DEFAULT_PAGE)
+            .clamp(1, MAX_PAGE)
+    }
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    axum::Json(json!({"region": state.store.region().as_str(), "status": "ok"})).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(
+        state.store.region().as_str(),
+        &state.store.stats(),
+        state.store.interrupted_count(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn list_containers(
+    State(state): State<AppState>,
+    Path(db): Path<String>,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db)])?;
+    let missing = format!("database {db:?} does not exist (it holds no container)");
+    let defs = blocking(&state, move |s| match s.containers(&db) {
+        Ok(defs) => Ok(defs),
+        Err(converge_core::Error::UnknownContainer { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    if defs.is_empty() {
+        return Err(ApiError::not_found(missing));
+    }
+    Ok(axum::Json(json!({ "containers": defs })).into_response())
+}
+
+async fn get_container(
+    State(state): State<AppState>,
+    Path((db, coll)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let def = blocking(&state, move |s| Ok(s.container(&db, &coll)?)).await?;
+    Ok(axum::Json(def).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ContainerBody {
+    partition_key: String,
+    #[serde(default)]
+    conflict_resolution_policy: Option<ConflictPolicy>,
+}
+
+async fn put_container(
+    State(state): State<AppState>,
+    Path((db, coll)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let body: ContainerBody = serde_json::from_value(json_object(&headers, body).await?)
+        .map_err(|e| ApiError::bad_request(format!("bad container definition: {e}")))?;
+    let (def, created) = blocking(&state, move |s| {
+        Ok(s.put_container(
+            &db,
+            &coll,
+            &body.partition_key,
+            body.conflict_resolution_policy.unwrap_or_default(),
+        )?)
+    })
+    .await?;
+    Ok((created_or_ok(created), axum::Json(def)).into_response())
+}
+
+async fn drop_container(
+    State(state): State<AppState>,
+    Path((db, coll)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    blocking(&state, move |s| Ok(s.drop_container(&db, &coll)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_resolvers(
+    State(state): State<AppState>,
+    Path((db, coll)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let list = blocking(&state, move |s| Ok(s.resolvers(&db, &coll)?)).await?;
+    let list: Vec<Value> = list
+        .into_iter()
+        .map(|(name, hash)| json!({"name": name, "hash": hash}))
+        .collect();
+    Ok(axum::Json(json!({ "resolvers": list })).into_response())
+}
+
+async fn put_resolver(
+    State(state): State<AppState>,
+    Path((db, coll, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll), ("resolver", &name)])?;
+    let bytes = read_body(&headers, body, MAX_MODULE_BYTES, "resolver module").await?;
+    let n = name.clone();
+    let hash = blocking(&state, move |s| Ok(s.put_resolver(&db, &coll, &n, &bytes)?)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"name": name, "hash": hash})),
+    )
+        .into_response())
+}
+
+async fn create_item(
+    State(state): State<AppState>,
+    Path((db, coll)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let item = json_object(&headers, body).await?;
+    let upsert = headers
+        .get("x-upsert")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let metrics = state.metrics.clone();
+    let (item, created) = blocking(&state, move |s| {
+        if upsert {
+            Ok(s.upsert_item(&db, &coll, item)?)
+        } else {
+            Ok((s.create_item(&db, &coll, item)?, true))
+        }
+    })
+    .await?;
+    metrics.writes.fetch_add(1, Ordering::Relaxed);
+    Ok(item_response(created_or_ok(created), item))
+}
+
+async fn replace_item(
+    State(state): State<AppState>,
+    Path((db, coll, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let item = json_object(&headers, body).await?;
+    if item.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "the body's id must be the path's id {id:?}"
+        )));
+    }
+    let if_match = if_match(&headers)?;
+    let metrics = state.metrics.clone();
+    let item = blocking(&state, move |s| {
+        Ok(s.replace_item(&db, &coll, &id, item, if_match.as_deref())?)
+    })
+    .await?;
+    metrics.writes.fetch_add(1, Ordering::Relaxed);
+    Ok(item_response(StatusCode::OK, item))
+}
+
+async fn read_item(
+    State(state): State<AppState>,
+    Path((db, coll, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let metrics = state.metrics.clone();
+    let item = blocking(&state, move |s| {
+        let pk = partition_key(s, &headers, &db, &coll, &id)?;
+        Ok(s.read_item(&db, &coll, &pk, &id)?)
+    })
+    .await?;
+    metrics.reads.fetch_add(1, Ordering::Relaxed);
+    Ok(item_response(StatusCode::OK, item))
+}
+
+async fn delete_item(
+    State(state): State<AppState>,
+    Path((db, coll, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let if_match = if_match(&headers)?;
+    let metrics = state.metrics.clone();
+    blocking(&state, move |s| {
+        let pk = partition_key(s, &headers, &db, &coll, &id)?;
+        Ok(s.delete_item(&db, &coll, &pk, &id, if_match.as_deref())?)
+    })
+    .await?;
+    metrics.writes.fetch_add(1, Ordering::Relaxed);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_items(
+    State(state): State<AppState>,
+    Path((db, coll)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let q = query(q)?;
+    let page = blocking(&state, move |s| {
+        let pk = match headers.get("x-partition-key") {
+            Some(_) => Some(partition_key(s, &headers, &db, &coll, "")?),
+            None => None,
+        };
+        Ok(s.list_items(&db, &coll, pk.as_ref(), q.continuation.as_deref(), q.max())?)
+    })
+    .await?;
+    let items: Vec<Value> = page.items.into_iter().map(|i| i.body).collect();
+    Ok(axum::Json(json!({"items": items, "continuation": page.continuation})).into_response())
+}
+
+async fn list_conflicts(
+    State(state): State<AppState>,
+    Path((db, coll)): Path<(String, String)>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let q = query(q)?;
+    let page = blocking(&state, move |s| {
+        Ok(s.conflicts(&db, &coll, q.continuation.as_deref(), q.max())?)
+    })
+    .await?;
+    let records: Vec<Value> = page.items.iter().map(|r| r.to_json()).collect();
+    Ok(
+        axum::Json(json!({"conflicts": records, "continuation": page.continuation}))
+            .into_response(),
+    )
+}
+
+async fn get_conflict(
+    State(state): State<AppState>,
+    Path((db, coll, cid)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let record = blocking(&state, move |s| Ok(s.conflict(&db, &coll, &cid)?)).await?;
+    Ok(axum::Json(record.to_json()).into_response())
+}
+
+async fn delete_conflict(
+    State(state): State<AppState>,
+    Path((db, coll, cid)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    blocking(&state, move |s| Ok(s.delete_conflict(&db, &coll, &cid)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: Option<String>,
+    #[serde(rename = "maxItemCount")]
+    max_item_count: Option<usize>,
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    Path((db, coll)): Path<(String, String)>,
+    q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    names(&[("database", &db), ("container", &coll)])?;
+    let q = query(q)?;
+    let max = q.max_item_count.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let page = blocking(&state, move |s| {
+        Ok(s.changes(&db, &coll, q.since.as_deref(), max)?)
+    })
+    .await?;
+    let changes: Vec<Value> = page.items.iter().map(|c| c.to_json()).collect();
+    Ok(axum::Json(json!({"changes": changes, "continuation": page.continuation})).into_response())
+}
+
+async fn fingerprint(State(state): State<AppState>) -> Response {
+    axum::Json(json!({
+        "region": state.store.region().as_str(),
+        "fingerprint": state.store.engine_fingerprint(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    cursor: Option<String>,
+    max: Option<usize>,
+}
+
+/// A batch of the log after `cursor`, in the binary batch format (see docs/design.md).
+async fn read_log(
+    State(state): State<AppState>,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let cursor = match q.cursor.as_deref() {
+        Some(t) => Cursor::parse(t)?,
+        None => Cursor::START,
+    };
+    let max = q.max.unwrap_or(MAX_BATCH).clamp(1, MAX_BATCH);
+    let batch: Batch = blocking(&state, move |s| Ok(s.read_log(cursor, max)?)).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        batch.encode(),
+    )
+        .into_response())
+}

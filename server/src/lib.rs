@@ -1,0 +1,156 @@
+//! # converge-server
+//!
+//! One region as a server: the HTTP API of `docs/http-api.md` over the region's embedded store
+//! (axum on tokio; store calls on the blocking pool), pulling from its peers over HTTP
+//! ([`replication`]), with bearer-key authentication and Prometheus metrics. `converge serve`
+//! is a thin command line over [`run`]; tests and fuzz targets drive [`api::router`]
+//! in-process:
+//!
+//! ```
+//! use converge_server::api::{AppState, router};
+//! use converge_server::metrics::Metrics;
+//! use std::sync::Arc;
+//!
+//! let store = converge_core::Store::memory("west", Default::default()).unwrap();
+//! let app = router(AppState { store: Arc::new(store), metrics: Arc::new(Metrics::default()), key: None });
+//! # drop(app);
+//! ```
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod replication;
+
+use api::AppState;
+use converge_core::{Durability, Store, StoreOptions, WasmResolvers};
+use metrics::{MeteredResolvers, Metrics};
+use replication::Peer;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How `converge serve` runs a region.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The region's name.
+    pub region: String,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Regions to pull from.
+    pub peers: Vec<Peer>,
+    /// The bearer key every request (peers' included) must carry; `None` allows loopback only.
+    pub key: Option<String>,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store would not open.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] converge_core::Error),
+    /// The address is not one to listen on.
+    #[error("{0}")]
+    Listen(String),
+    /// An I/O failure (binding, the runtime).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How often interrupted resolutions (stopped by the sandbox's watchdog) are retried.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the region until SIGTERM or Ctrl-C: opens the store, binds, calls `listening` with the
+/// bound address, serves, pulls from the peers; on the signal stops accepting, finishes what is
+/// in flight, stops pulling and returns.
+pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    let addr: SocketAddr = config.listen.parse().map_err(|e| {
+        ServeError::Listen(format!("--listen {:?}: {e} (use host:port)", config.listen))
+    })?;
+    if config.key.is_none() && !addr.ip().is_loopback() {
+        return Err(ServeError::Listen(format!(
+            "refusing to listen on {addr} without --key-file: without a key only loopback is allowed"
+        )));
+    }
+    let metrics = Arc::new(Metrics::default());
+    let host = MeteredResolvers::new(WasmResolvers::new(), metrics.clone());
+    let options = StoreOptions::new()
+        .resolver_host(Arc::new(host))
+        .durability(Durability::GroupCommit);
+    let store = Arc::new(Store::open(&config.data, &config.region, options)?);
+    let key: Option<Arc<str>> = config.key.as_deref().map(Arc::from);
+    let state = AppState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        key: key.clone(),
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for peer in config.peers {
+        let (s, m, k, st) = (store.clone(), metrics.clone(), key.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("pull-{}", peer.name))
+                .spawn(move || replication::pull_loop(s, m, peer, k, st))?,
+        );
+    }
+    {
+        let (s, st) = (store.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("retry".into())
+                .spawn(move || {
+                    while !st.load(Ordering::Relaxed) {
+                        std::thread::sleep(RETRY_EVERY);
+                        if s.interrupted_count() > 0
+                            && let Err(e) = s.retry_interrupted()
+                        {
+                            eprintln!("[{}] retrying interrupted resolutions: {e}", s.region());
+                        }
+                    }
+                })?,
+        );
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        listening(listener.local_addr()?);
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    store.flush()?;
+    served.map_err(ServeError::Io)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,260 @@
+//! Prometheus metrics: requests, resolver calls and their latency, replication per peer.
+
+use converge_core::{Outcome, ResolveRequest, ResolverHost, WasmResolvers};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Upper bounds of the resolver-latency histogram, seconds.
+const BUCKETS: [f64; 10] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.05, 1.0,
+];
+
+/// Replication state of one peer.
+#[derive(Clone, Debug, Default)]
+pub struct PeerStats {
+    /// Versions applied from it.
+    pub applied: u64,
+    /// Failed pulls.
+    pub errors: u64,
+    /// Seconds between a pull finding nothing new and the previous successful pull's newest
+    /// version (approximate lag): 0 when caught up.
+    pub lag_seconds: f64,
+    /// Whether its engine fingerprint differs from ours.
+    pub fingerprint_mismatch: bool,
+    /// Whether the last pull succeeded.
+    pub up: bool,
+}
+
+/// Every counter the server exports.
+#[derive(Default)]
+pub struct Metrics {
+    /// Item writes acknowledged.
+    pub writes: AtomicU64,
+    /// Item reads answered.
+    pub reads: AtomicU64,
+    /// Requests answered with an error status, by status.
+    errors: Mutex<BTreeMap<u16, u64>>,
+    /// Resolver calls by outcome (`pick`, `merge`, `delete`, `failed`, `interrupted`).
+    outcomes: Mutex<BTreeMap<&'static str, u64>>,
+    /// Resolver latency histogram: counts per bucket, then the sum of seconds.
+    latency: Mutex<([u64; BUCKETS.len() + 1], f64)>,
+    peers: Mutex<BTreeMap<String, PeerStats>>,
+}
+
+impl Metrics {
+    /// Counts an error response.
+    pub fn error(&self, status: u16) {
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry(status).or_default() += 1;
+        }
+    }
+
+    /// Updates a peer's replication state.
+    pub fn peer(&self, name: &str, update: impl FnOnce(&mut PeerStats)) {
+        if let Ok(mut p) = self.peers.lock() {
+            update(p.entry(name.to_owned()).or_default());
+        }
+    }
+
+    /// A peer's replication state.
+    pub fn peer_stats(&self, name: &str) -> PeerStats {
+        self.peers
+            .lock()
+            .ok()
+            .and_then(|p| p.get(name).cloned())
+            .unwrap_or_default()
+    }
+
+    fn resolved(&self, outcome: &Outcome, seconds: f64) {
+        let label = match outcome {
+            Outcome::Pick(_) => "pick",
+            Outcome::Merge(_) => "merge",
+            Outcome::Delete => "delete",
+            Outcome::Failed(_) => "failed",
+            Outcome::Interrupted => "interrupted",
+        };
+        if let Ok(mut o) = self.outcomes.lock() {
+            *o.entry(label).or_default() += 1;
+        }
+        if let Ok(mut l) = self.latency.lock() {
+            let bucket = BUCKETS
+                .iter()
+                .position(|b| seconds <= *b)
+                .unwrap_or(BUCKETS.len());
+            l.0[bucket] += 1;
+            l.1 += seconds;
+        }
+    }
+
+    /// The Prometheus text exposition, with the store's own counters.
+    pub fn render(
+        &self,
+        region: &str,
+        store: &converge_core::StoreStats,
+        interrupted: usize,
+    ) -> String {
+        let mut out = String::new();
+        let r = region;
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{region=\"{r}\"}} {value}"
+            );
+        };
+        counter(
+            "converge_writes_total",
+            "Item writes acknowledged.",
+            self.writes.load(Ordering::Relaxed),
+        );
+        counter(
+            "converge_reads_total",
+            "Item reads answered.",
+            self.reads.load(Ordering::Relaxed),
+        );
+        counter(
+            "converge_remote_versions_applied_total",
+            "Versions applied from peers.",
+            store.remote_applied,
+        );
+        counter(
+            "converge_remote_duplicates_total",
+            "Versions from peers already seen.",
+            store.remote_duplicates,
+        );
+        counter(
+            "converge_lost_to_lww_total",
+            "Writes covered before they were ever visible here.",
+            store.lost_to_lww,
+        );
+        counter(
+            "converge_commits_total",
+            "Write transactions committed.",
+            store.commits,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP converge_interrupted_resolutions Resolutions stopped by the watchdog, waiting for a retry.\n# TYPE converge_interrupted_resolutions gauge\nconverge_interrupted_resolutions{{region=\"{r}\"}} {interrupted}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP converge_http_errors_total Requests answered with an error, by status.\n# TYPE converge_http_errors_total counter"
+        );
+        if let Ok(e) = self.errors.lock() {
+            for (status, n) in e.iter() {
+                let _ = writeln!(
+                    out,
+                    "converge_http_errors_total{{region=\"{r}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP converge_conflicts_resolved_total Custom resolutions by outcome.\n# TYPE converge_conflicts_resolved_total counter"
+        );
+        if let Ok(o) = self.outcomes.lock() {
+            for (label, n) in o.iter() {
+                let _ = writeln!(
+                    out,
+                    "converge_conflicts_resolved_total{{region=\"{r}\",outcome=\"{label}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP converge_resolver_call_seconds Resolver call latency.\n# TYPE converge_resolver_call_seconds histogram"
+        );
+        if let Ok(l) = self.latency.lock() {
+            let mut cumulative = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += l.0[i];
+                let _ = writeln!(
+                    out,
+                    "converge_resolver_call_seconds_bucket{{region=\"{r}\",le=\"{b}\"}} {cumulative}"
+                );
+            }
+            cumulative += l.0[BUCKETS.len()];
+            let _ = writeln!(
+                out,
+                "converge_resolver_call_seconds_bucket{{region=\"{r}\",le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                out,
+                "converge_resolver_call_seconds_sum{{region=\"{r}\"}} {}",
+                l.1
+            );
+            let _ = writeln!(
+                out,
+                "converge_resolver_call_seconds_count{{region=\"{r}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP converge_peer_versions_applied_total Versions applied from each peer.\n# TYPE converge_peer_versions_applied_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP converge_peer_errors_total Failed pulls from each peer.\n# TYPE converge_peer_errors_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP converge_peer_lag_seconds Age of the newest version pulled from each peer when the pull caught up.\n# TYPE converge_peer_lag_seconds gauge"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP converge_peer_up Whether the last pull from each peer succeeded.\n# TYPE converge_peer_up gauge"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP converge_peer_fingerprint_mismatch Whether a peer runs another engine (converge, wasmtime, architecture).\n# TYPE converge_peer_fingerprint_mismatch gauge"
+        );
+        if let Ok(p) = self.peers.lock() {
+            for (peer, s) in p.iter() {
+                let l = format!("region=\"{r}\",peer=\"{peer}\"");
+                let _ = writeln!(
+                    out,
+                    "converge_peer_versions_applied_total{{{l}}} {}",
+                    s.applied
+                );
+                let _ = writeln!(out, "converge_peer_errors_total{{{l}}} {}", s.errors);
+                let _ = writeln!(out, "converge_peer_lag_seconds{{{l}}} {}", s.lag_seconds);
+                let _ = writeln!(out, "converge_peer_up{{{l}}} {}", u8::from(s.up));
+                let _ = writeln!(
+                    out,
+                    "converge_peer_fingerprint_mismatch{{{l}}} {}",
+                    u8::from(s.fingerprint_mismatch)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// The sandbox, counting every call's outcome and latency.
+pub struct MeteredResolvers {
+    inner: WasmResolvers,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl MeteredResolvers {
+    /// Wraps a sandbox.
+    pub fn new(inner: WasmResolvers, metrics: std::sync::Arc<Metrics>) -> Self {
+        MeteredResolvers { inner, metrics }
+    }
+}
+
+impl ResolverHost for MeteredResolvers {
+    fn resolve(&self, request: &ResolveRequest<'_>) -> Outcome {
+        let start = Instant::now();
+        let outcome = self.inner.resolve(request);
+        self.metrics
+            .resolved(&outcome, start.elapsed().as_secs_f64());
+        outcome
+    }
+
+    fn install(&self, container: &str, name: &str, module: &[u8]) -> Result<String, String> {
+        ResolverHost::install(&self.inner, container, name, module)
+    }
+}

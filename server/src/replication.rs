@@ -1,0 +1,211 @@
+//! Pulling from peers: one thread per `--peer`, each reading the peer's log after the cursor
+//! this store persisted for it, in batches, and applying them. Backs off with jitter while a
+//! peer is down; resumes from the persisted cursor after either side restarts. Relays: a peer's
+//! log holds every version it applied, whoever wrote it.
+
+use crate::metrics::Metrics;
+use converge_core::{Batch, EngineFingerprint, Store};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A region to pull from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its region name.
+    pub name: String,
+    /// Its base URL, such as `http://10.0.0.2:8080`.
+    pub url: String,
+}
+
+impl std::str::FromStr for Peer {
+    type Err = String;
+
+    /// `<region>=<url>`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, url) = s.split_once('=').ok_or_else(|| {
+            format!("{s:?}: a peer is <region>=<url>, such as east=http://10.0.0.2:8080")
+        })?;
+        converge_core::RegionId::new(name).map_err(|e| format!("{s:?}: {e}"))?;
+        if !url.starts_with("http://") {
+            return Err(format!("{s:?}: the peer's URL must start with http://"));
+        }
+        Ok(Peer {
+            name: name.to_owned(),
+            url: url.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// How long a caught-up puller waits before asking again.
+pub const POLL: Duration = Duration::from_millis(20);
+/// Versions asked for per pull.
+const PULL_MAX: usize = 500;
+/// Backoff bounds while a peer is down.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The largest batch body read (bytes).
+const MAX_BATCH_BYTES: u64 = 1 << 30;
+
+/// Pulls from `peer` until `stop` is set.
+pub fn pull_loop(
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    peer: Peer,
+    key: Option<Arc<str>>,
+    stop: Arc<AtomicBool>,
+) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str| {
+        let mut req = agent.get(format!("{}{path}", peer.url));
+        if let Some(k) = &key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        req.call()
+    };
+    let ours = store.engine_fingerprint();
+    let mut verified = false;
+    let mut backoff = BACKOFF_MIN;
+    let mut rng = jitter_seed(&peer.name);
+    while !stop.load(Ordering::Relaxed) {
+        let step = if verified {
+            pull_once(&store, &metrics, &peer, &get)
+        } else {
+            check_peer(&peer, &ours, &metrics, &get).map(|()| {
+                verified = true;
+                true
+            })
+        };
+        match step {
+            Ok(more) => {
+                backoff = BACKOFF_MIN;
+                metrics.peer(&peer.name, |p| p.up = true);
+                if !more {
+                    sleep_unless(&stop, POLL);
+                }
+            }
+            Err(why) => {
+                verified = false;
+                metrics.peer(&peer.name, |p| {
+                    p.errors += 1;
+                    p.up = false;
+                });
+                eprintln!(
+                    "[{}] pulling from {} ({}): {why}",
+                    store.region(),
+                    peer.name,
+                    peer.url
+                );
+                // Full jitter: anywhere between half the backoff and all of it.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let half = backoff.as_millis() as u64 / 2;
+                sleep_unless(&stop, Duration::from_millis(half + rng % (half + 1)));
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+type Get<'a> = dyn Fn(&str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> + 'a;
+
+/// Asks the peer who it is: its region must be the one configured, and a different engine
+/// fingerprint is reported (resolver outcomes near the fuel limit could then differ).
+fn check_peer(
+    peer: &Peer,
+    ours: &EngineFingerprint,
+    metrics: &Metrics,
+    get: &Get<'_>,
+) -> Result<(), String> {
+    let mut resp = get("/_replication/fingerprint").map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        return Err(format!("fingerprint request answered {}", resp.status()));
+    }
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| format!("fingerprint response: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("fingerprint response: {e}"))?;
+    let region = v["region"].as_str().unwrap_or_default();
+    if region != peer.name {
+        return Err(format!(
+            "the peer at this URL is region {region:?}, not {:?}: check --peer",
+            peer.name
+        ));
+    }
+    let theirs: Option<EngineFingerprint> = serde_json::from_value(v["fingerprint"].clone()).ok();
+    let mismatch = theirs.as_ref() != Some(ours);
+    if mismatch {
+        eprintln!(
+            "warning: peer {} runs {}, this region runs {ours}: resolver outcomes near a limit may differ",
+            peer.name,
+            theirs.map_or_else(|| "an unknown engine".to_owned(), |t| t.to_string())
+        );
+    }
+    metrics.peer(&peer.name, |p| p.fingerprint_mismatch = mismatch);
+    Ok(())
+}
+
+/// One pull; `Ok(true)` when the peer has more right away.
+fn pull_once(store: &Store, metrics: &Metrics, peer: &Peer, get: &Get<'_>) -> Result<bool, String> {
+    let cursor = store.cursor(&peer.name).map_err(|e| e.to_string())?;
+    let mut resp = get(&format!("/_replication/log?cursor={cursor}&max={PULL_MAX}"))
+        .map_err(|e| e.to_string())?;
+    if resp.status() != 200 {
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        return Err(format!("log request answered {}: {text}", resp.status()));
+    }
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_BATCH_BYTES)
+        .read_to_vec()
+        .map_err(|e| e.to_string())?;
+    let batch = Batch::decode(&bytes).map_err(|e| e.to_string())?;
+    if batch.source.as_str() != peer.name {
+        return Err(format!(
+            "the batch comes from {}, not {}",
+            batch.source, peer.name
+        ));
+    }
+    let newest = batch.versions.iter().map(|v| v.hlc.physical_ms).max();
+    let report = store.apply_batch(&batch).map_err(|e| e.to_string())?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    metrics.peer(&peer.name, |p| {
+        p.applied += report.applied as u64;
+        if let Some(t) = newest {
+            p.lag_seconds = now_ms.saturating_sub(t) as f64 / 1000.0;
+        } else if !batch.more {
+            p.lag_seconds = 0.0;
+        }
+    });
+    Ok(batch.more)
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+fn jitter_seed(name: &str) -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    name.bytes()
+        .fold(t | 1, |h, b| h.rotate_left(5) ^ u64::from(b))
+        .max(1)
+}
