@@ -12,36 +12,40 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const REGIONS: [&str; 3] = ["west", "east", "north"];
-const DB: &str = "shop";
+pub(crate) const REGIONS: [&str; 3] = ["west", "east", "north"];
+pub(crate) const DB: &str = "shop";
 
 /// Options of `converge demo`.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Writes per region while replication is cut.
     #[arg(long, default_value_t = 600)]
-    writes: usize,
+    pub(crate) writes: usize,
     /// Customers (a smaller number makes more conflicts).
     #[arg(long, default_value_t = 40)]
-    customers: u64,
+    pub(crate) customers: u64,
     /// Seed of the workload.
     #[arg(long, default_value_t = 7)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Keep the regions' data here instead of a temporary directory.
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// No progress bars.
     #[arg(long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
+    /// Run the three regions as stores inside this process instead of as three
+    /// `converge serve` processes talking HTTP.
+    #[arg(long)]
+    in_process: bool,
 }
 
-struct Scenario {
-    container: &'static str,
-    pk: &'static str,
-    policy: ConflictPolicy,
-    what: &'static str,
+pub(crate) struct Scenario {
+    pub(crate) container: &'static str,
+    pub(crate) pk: &'static str,
+    pub(crate) policy: ConflictPolicy,
+    pub(crate) what: &'static str,
     /// A WebAssembly resolver installed (in one region) for a custom policy.
-    module: Option<&'static [u8]>,
+    pub(crate) module: Option<&'static [u8]>,
 }
 
 fn custom(resolver: &str) -> ConflictPolicy {
@@ -52,7 +56,7 @@ fn custom(resolver: &str) -> ConflictPolicy {
     }
 }
 
-fn scenarios() -> Vec<Scenario> {
+pub(crate) fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             container: "profiles",
@@ -96,7 +100,7 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-fn bar(quiet: bool, len: u64, msg: &'static str) -> ProgressBar {
+pub(crate) fn bar(quiet: bool, len: u64, msg: &'static str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
@@ -164,19 +168,53 @@ fn workload_item(
     }
 }
 
+/// What the workload needs from a region: a store in this process or a server over HTTP.
+pub(crate) trait DemoRegion {
+    /// The region's name.
+    fn name(&self) -> String;
+    /// The item, or `None` if there is none.
+    fn read(&self, container: &str, customer: &str, id: &str) -> Result<Option<Value>>;
+    /// Creates or replaces an item.
+    fn upsert(&self, container: &str, item: Value) -> Result<()>;
+    /// Deletes an item; `false` if there was none.
+    fn delete(&self, container: &str, customer: &str, id: &str) -> Result<bool>;
+}
+
+impl DemoRegion for Store {
+    fn name(&self) -> String {
+        self.region().as_str().to_owned()
+    }
+
+    fn read(&self, container: &str, customer: &str, id: &str) -> Result<Option<Value>> {
+        match self.read_item(DB, container, &PartitionKey::from(customer), id) {
+            Ok(item) => Ok(Some(item.body)),
+            Err(converge_core::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn upsert(&self, container: &str, item: Value) -> Result<()> {
+        self.upsert_item(DB, container, item)?;
+        Ok(())
+    }
+
+    fn delete(&self, container: &str, customer: &str, id: &str) -> Result<bool> {
+        match self.delete_item(DB, container, &PartitionKey::from(customer), id, None) {
+            Ok(()) => Ok(true),
+            Err(converge_core::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// The shopping application's cart change in one region: read the cart, add or change a line
 /// or remove one (leaving a removal marker, as cart-merge expects), write it back.
-fn change_cart(s: &Store, rng: &mut Rng, customer: u64, step: usize) -> Result<()> {
+fn change_cart(r: &dyn DemoRegion, rng: &mut Rng, customer: u64, step: usize) -> Result<()> {
     let cid = format!("customer-{customer}");
     let id = format!("cart-{customer}");
-    let pk = PartitionKey::from(cid.as_str());
-    let mut cart = match s.read_item(DB, "carts", &pk, &id) {
-        Ok(item) => item.body,
-        Err(converge_core::Error::NotFound { .. }) => {
-            json!({"id": id, "customerId": cid, "lines": [], "removed": {}})
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let mut cart = r
+        .read("carts", &cid, &id)?
+        .unwrap_or_else(|| json!({"id": id, "customerId": cid, "lines": [], "removed": {}}));
     if let Some(obj) = cart.as_object_mut() {
         obj.retain(|k, _| !k.starts_with('_'));
     }
@@ -191,9 +229,35 @@ fn change_cart(s: &Store, rng: &mut Rng, customer: u64, step: usize) -> Result<(
         lines.push(json!({"sku": sku, "qty": rng.range(1, 4), "updated": now}));
     }
     cart["lines"] = Value::Array(lines);
-    cart["by"] = json!(s.region().as_str());
-    s.upsert_item(DB, "carts", cart)?;
-    Ok(())
+    cart["by"] = json!(r.name());
+    r.upsert("carts", cart)
+}
+
+/// One write of the workload in region `r`; `Ok(false)` when it was a delete of nothing.
+pub(crate) fn write_step(
+    r: &dyn DemoRegion,
+    rng: &mut Rng,
+    customers: u64,
+    step: usize,
+) -> Result<bool> {
+    let mut all = scenarios();
+    let sc = all.swap_remove(rng.below(all.len() as u64) as usize);
+    let customer = rng.below(customers.max(1));
+    let region = r.name();
+    if rng.chance(8) {
+        let item = workload_item(rng, sc.container, &region, customer, step);
+        let id = item["id"].as_str().unwrap_or_default();
+        r.delete(sc.container, &format!("customer-{customer}"), id)
+    } else if sc.container == "carts" {
+        change_cart(r, rng, customer, step)?;
+        Ok(true)
+    } else {
+        r.upsert(
+            sc.container,
+            workload_item(rng, sc.container, &region, customer, step),
+        )?;
+        Ok(true)
+    }
 }
 
 /// Runs the demo; `Ok(false)` when the regions disagree.
@@ -206,8 +270,11 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
             tmp.path().to_path_buf()
         }
     };
+    if !args.in_process {
+        return crate::cluster::run(args, &root);
+    }
     println!(
-        "converge demo: three regions ({}) on embedded stores under {}",
+        "converge demo: three regions ({}) on embedded stores in this process, under {}",
         REGIONS.join(", "),
         root.display()
     );
@@ -246,28 +313,8 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     let mut ok_writes = 0;
     for step in 0..args.writes {
         for s in &stores {
-            let mut all = scenarios();
-            let sc = all.swap_remove(rng.below(all.len() as u64) as usize);
-            let customer = rng.below(args.customers.max(1));
-            let region = s.region().as_str().to_owned();
-            let r = if rng.chance(8) {
-                let id = workload_item(&mut rng, sc.container, &region, customer, step)["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                let pk = PartitionKey::from(format!("customer-{customer}").as_str());
-                s.delete_item(DB, sc.container, &pk, &id, None).map(|_| ())
-            } else if sc.container == "carts" {
-                change_cart(s, &mut rng, customer, step)?;
-                Ok(())
-            } else {
-                let item = workload_item(&mut rng, sc.container, &region, customer, step);
-                s.upsert_item(DB, sc.container, item).map(|_| ())
-            };
-            match r {
-                Ok(()) => ok_writes += 1,
-                Err(converge_core::Error::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
+            if write_step(s, &mut rng, args.customers, step)? {
+                ok_writes += 1;
             }
             pb.inc(1);
         }
@@ -329,7 +376,10 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     Ok(agree)
 }
 
-fn open_records(s: &Store, container: &str) -> Result<Vec<converge_core::ConflictRecord>> {
+pub(crate) fn open_records(
+    s: &Store,
+    container: &str,
+) -> Result<Vec<converge_core::ConflictRecord>> {
     let mut out = Vec::new();
     let mut cont = None;
     loop {
@@ -359,7 +409,7 @@ fn visible(s: &Store, container: &str) -> Result<Vec<(String, String)>> {
     }
 }
 
-fn same_items(stores: &[Store], container: &str) -> Result<bool> {
+pub(crate) fn same_items(stores: &[Store], container: &str) -> Result<bool> {
     let first = visible(&stores[0], container)?;
     let first_open: Vec<String> = open_records(&stores[0], container)?
         .into_iter()
@@ -377,7 +427,7 @@ fn same_items(stores: &[Store], container: &str) -> Result<bool> {
     Ok(true)
 }
 
-fn report(stores: &[Store], sc: &Scenario) -> Result<bool> {
+pub(crate) fn report(stores: &[Store], sc: &Scenario) -> Result<bool> {
     let s = &stores[0];
     let cid = s.container(DB, sc.container)?.creation_id;
     let items = s

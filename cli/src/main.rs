@@ -1,6 +1,7 @@
 //! `converge`: the command line of the converge multi-region document store.
 
 mod check;
+mod cluster;
 mod demo;
 mod serve;
 

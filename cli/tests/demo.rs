@@ -60,3 +60,23 @@ fn bad_arguments_are_refused_with_usage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value"));
 }
+
+#[test]
+fn the_in_process_mode_agrees_too() {
+    let out = Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args([
+            "demo",
+            "--quiet",
+            "--in-process",
+            "--writes",
+            "100",
+            "--customers",
+            "8",
+        ])
+        .output()
+        .expect("run converge demo --in-process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("stores in this process"), "{stdout}");
+    assert!(stdout.contains("all 3 regions agree"), "{stdout}");
+}
