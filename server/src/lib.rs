@@ -120,8 +120,13 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
         .enable_all()
         .build()?;
     let served = runtime.block_on(async move {
+        use axum::serve::ListenerExt;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         listening(listener.local_addr()?);
+        // Answers go out at once, not held back by Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, api::router(state))
             .with_graceful_shutdown(shutdown_signal())
             .await

@@ -1,0 +1,377 @@
+//! One region under 64 concurrent HTTP clients on loopback, against the same store called
+//! in-process by 64 threads (the ratio is the server's cost); the replication lag to a second
+//! region pulling from it during that load; and the versions per second a fresh region applies
+//! from a peer. Prints markdown tables.
+//!
+//! `cargo run --release -p converge-benches --bin server-bench [-- --writes N]` (writes per
+//! client, default 100).
+
+use anyhow::{Context, Result};
+use converge_core::{ConflictPolicy, Durability, Store, StoreOptions};
+use converge_server::ServeConfig;
+use converge_server::replication::Peer;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+static CLIENTS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("CLIENTS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(64)
+});
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted
+        .get((sorted.len().saturating_sub(1)) * p / 100)
+        .copied()
+        .unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn body(client: usize, n: usize) -> serde_json::Value {
+    json!({"id": format!("c{client}-{n}"), "pk": format!("p{}", n % 16), "pad": "x".repeat(960)})
+}
+
+/// Starts a region server in this process; returns its base URL.
+fn serve(region: &str, dir: &std::path::Path, peers: Vec<Peer>) -> Result<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = ServeConfig {
+        region: region.into(),
+        data: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        peers,
+        key: None,
+    };
+    std::thread::spawn(move || {
+        let r = converge_server::run(config, |addr| {
+            let _ = tx.send(addr);
+        });
+        if let Err(e) = r {
+            eprintln!("server: {e}");
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .context("the server did not start")?;
+    Ok(format!("http://{addr}"))
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+struct Run {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn row(&mut self, what: &str, writes: usize) -> (f64, Duration, Duration) {
+        self.latencies.sort();
+        let rate = writes as f64 / self.elapsed.as_secs_f64();
+        let (p50, p99) = (
+            percentile(&self.latencies, 50),
+            percentile(&self.latencies, 99),
+        );
+        println!(
+            "| {what} | {rate:.0} writes/s | {} | {} |",
+            ms(p50),
+            ms(p99)
+        );
+        (rate, p50, p99)
+    }
+}
+
+/// `per_client` upserts from each of the concurrent clients against `url`, ids prefixed by
+/// `tag`; records each write's acknowledgement time in `acked`. The clients are keep-alive
+/// HTTP/1.1 connections driven by one thread (tokio, current-thread), so the client side costs
+/// little of the machine's two cores and the figures are the server's.
+fn http_load(
+    url: &str,
+    per_client: usize,
+    tag: &str,
+    acked: &Arc<Mutex<HashMap<String, Instant>>>,
+) -> Result<Run> {
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let start = Instant::now();
+    let latencies = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..*CLIENTS {
+            let (tag, acked) = (tag.to_owned(), acked.clone());
+            tasks.spawn(async move { client(addr, c, per_client, &tag, &acked).await });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            all.extend(r??);
+        }
+        anyhow::Ok(all)
+    })?;
+    Ok(Run {
+        latencies,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// One client: upserts over one keep-alive connection, one request at a time.
+async fn client(
+    addr: std::net::SocketAddr,
+    c: usize,
+    per_client: usize,
+    tag: &str,
+    acked: &Mutex<HashMap<String, Instant>>,
+) -> Result<Vec<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut out = Vec::with_capacity(per_client);
+    for n in 0..per_client {
+        let mut item = body(c, n);
+        let id = format!("{tag}-{}", item["id"].as_str().unwrap_or_default());
+        item["id"] = json!(id);
+        let text = item.to_string();
+        let request = format!(
+            "POST /dbs/db/colls/c/docs HTTP/1.1\r\nHost: bench\r\nx-upsert: true\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        let t = Instant::now();
+        stream.write_all(request.as_bytes()).await?;
+        // Read one response: the head, then Content-Length bytes of body.
+        let (head_len, status, length) = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let status: u16 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                break (end + 4, status, length);
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "the server closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        while buf.len() < head_len + length {
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "the server closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf.drain(..head_len + length);
+        anyhow::ensure!(status == 200 || status == 201, "write answered {status}");
+        out.push(t.elapsed());
+        if let Ok(mut m) = acked.lock() {
+            m.insert(id, Instant::now());
+        }
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let per_client: usize = std::env::args()
+        .skip_while(|a| a != "--writes")
+        .nth(1)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(100);
+    let writes = per_client * *CLIENTS;
+    let dir = tempfile::tempdir()?;
+
+    // Baseline: the same store, durable with group commit, called by 64 threads.
+    let store = Arc::new(Store::open(
+        dir.path().join("inproc"),
+        "inproc",
+        StoreOptions::new().durability(Durability::GroupCommit),
+    )?);
+    store.put_container("db", "c", "/pk", ConflictPolicy::default())?;
+    let start = Instant::now();
+    let latencies: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..*CLIENTS)
+            .map(|c| {
+                let store = store.clone();
+                s.spawn(move || {
+                    (0..per_client)
+                        .map(|n| {
+                            let t = Instant::now();
+                            store.upsert_item("db", "c", body(c, n)).expect("write");
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client"))
+            .collect()
+    });
+    let mut baseline = Run {
+        latencies,
+        elapsed: start.elapsed(),
+    };
+
+    // The server, with a second region pulling from it during the load.
+    let west = serve("west", &dir.path().join("west"), vec![])?;
+    let a = agent();
+    let put = a
+        .put(format!("{west}/dbs/db/colls/c"))
+        .content_type("application/json")
+        .send(json!({"partitionKey": "/pk"}).to_string())?;
+    anyhow::ensure!(put.status() == 201, "container: {}", put.status());
+    let unused = Arc::default();
+    let mut server = http_load(&west, per_client, "alone", &unused)?;
+    let east = serve(
+        "east",
+        &dir.path().join("east"),
+        vec![Peer {
+            name: "west".into(),
+            url: west.clone(),
+        }],
+    )?;
+    // Wait for the container to reach east, then watch east's change feed.
+    while a.get(format!("{east}/dbs/db/colls/c")).call()?.status() != 200 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let acked: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (seen, done, east, a) = (seen.clone(), done.clone(), east.clone(), a.clone());
+        std::thread::spawn(move || -> Result<()> {
+            let mut since: Option<String> = None;
+            loop {
+                let mut req = a
+                    .get(format!("{east}/dbs/db/colls/c/changes"))
+                    .query("maxItemCount", "1000");
+                if let Some(t) = &since {
+                    req = req.query("since", t);
+                }
+                let mut resp = req.call()?;
+                let page: serde_json::Value =
+                    serde_json::from_str(&resp.body_mut().read_to_string()?)?;
+                let now = Instant::now();
+                let changes = page["changes"].as_array().cloned().unwrap_or_default();
+                if let Ok(mut s) = seen.lock() {
+                    for c in &changes {
+                        if let Some(id) = c["id"].as_str() {
+                            s.entry(id.to_owned()).or_insert(now);
+                        }
+                    }
+                }
+                since = page["continuation"].as_str().map(str::to_owned);
+                let finished = done.load(std::sync::atomic::Ordering::Relaxed);
+                if changes.is_empty() {
+                    // Everything of the second load (and the first, already there) arrived.
+                    if finished && seen.lock().map(|s| s.len()).unwrap_or(0) >= 2 * writes {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+    };
+    let mut replicated = http_load(&west, per_client, "replicated", &acked)?;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))??;
+
+    println!(
+        "## One region under {} concurrent writers ({writes} upserts of 1 KiB, durable)\n",
+        *CLIENTS
+    );
+    println!("| | throughput | p50 | p99 |");
+    println!("|---|---|---|---|");
+    let (base_rate, base_p50, _) =
+        baseline.row("store in-process (64 threads, group commit)", writes);
+    let (rate, p50, p99) = server.row(
+        "`converge serve` over HTTP on loopback (64 clients)",
+        writes,
+    );
+    replicated.row(
+        "the same, while a second region pulls from it and a reader polls that region's change feed",
+        writes,
+    );
+    println!(
+        "\nserver / in-process: throughput {:.2}×, p50 {:.2}×; p99 {} against the 10 ms target",
+        rate / base_rate,
+        p50.as_secs_f64() / base_p50.as_secs_f64(),
+        if p99 < Duration::from_millis(10) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+
+    let (acked, seen) = (acked.lock().expect("acked"), seen.lock().expect("seen"));
+    let mut lags: Vec<Duration> = acked
+        .iter()
+        .filter_map(|(id, at)| seen.get(id).map(|s| s.saturating_duration_since(*at)))
+        .collect();
+    lags.sort();
+    println!("\n## Replication lag west → east during that load\n");
+    println!("| versions | p50 | p99 | max |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} |",
+        lags.len(),
+        ms(percentile(&lags, 50)),
+        ms(percentile(&lags, 99)),
+        ms(lags.last().copied().unwrap_or_default())
+    );
+
+    // A fresh region catching up from west.
+    let north = serve(
+        "north",
+        &dir.path().join("north"),
+        vec![Peer {
+            name: "west".into(),
+            url: west.clone(),
+        }],
+    )?;
+    let start = Instant::now();
+    loop {
+        let mut r = a.get(format!("{north}/metrics")).call()?;
+        let text = r.body_mut().read_to_string()?;
+        let applied: u64 = text
+            .lines()
+            .find(|l| l.starts_with("converge_peer_versions_applied_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if applied as usize > 2 * writes {
+            let t = start.elapsed();
+            println!("\n## A fresh region catching up from a peer\n");
+            println!(
+                "{applied} versions (1 KiB items, the container definition included) applied in {:.2} s: {:.0} versions/s",
+                t.as_secs_f64(),
+                applied as f64 / t.as_secs_f64()
+            );
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "north did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::process::exit(0);
+}
