@@ -83,6 +83,10 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for k in 1..=3 {
+            // Deleting one end of a veth pair deletes both; a deleted namespace's interfaces
+            // may otherwise outlive it.
+            ip(&format!("link del cv{}p{k}", self.id));
+            ip(&format!("link del cv{}c{k}", self.id));
             ip(&format!("netns del {}", self.ns(k)));
         }
         ip(&format!("link del cv{}b", self.id));
