@@ -4,7 +4,7 @@
 //! disk, after the servers stopped cleanly.
 
 use crate::demo::{
-    DB, DemoArgs, DemoRegion, REGIONS, bar, open_records, report, same_items, scenarios, write_step,
+    DB, DemoArgs, DemoRegion, REGIONS, bar, conclude, open_records, report, scenarios, write_step,
 };
 use anyhow::{Context, Result, bail};
 use converge_core::sim::Rng;
@@ -416,19 +416,7 @@ pub fn run(args: &DemoArgs, root: &Path) -> Result<bool> {
         done.len(),
         REGIONS[0]
     );
-    agree &= open_after.iter().all(|&n| n == 0);
-    for sc in scenarios() {
-        agree &= same_items(&stores, sc.container)?;
-    }
-    if agree {
-        println!(
-            "\nall {} regions agree on every item, etag and open conflict",
-            stores.len()
-        );
-    } else {
-        println!("\nREGIONS DISAGREE");
-    }
-    Ok(agree)
+    conclude(&stores, agree, &open_after)
 }
 
 /// Waits until every region has every container and resolver of the deployment.

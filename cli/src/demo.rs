@@ -361,9 +361,15 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         "the application resolved {resolved} manual conflicts in {}; open records now {:?} (per region)",
         REGIONS[0], open_after
     );
+    conclude(&stores, agree, &open_after)
+}
+
+/// The end of either mode: no manual record left open, every container alike in every
+/// region; prints the verdict.
+pub(crate) fn conclude(stores: &[Store], mut agree: bool, open_after: &[usize]) -> Result<bool> {
     agree &= open_after.iter().all(|&n| n == 0);
     for sc in scenarios() {
-        agree &= same_items(&stores, sc.container)?;
+        agree &= same_items(stores, sc.container)?;
     }
     if agree {
         println!(

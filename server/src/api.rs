@@ -38,7 +38,30 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The bearer key, when authentication is on.
     pub key: Option<Arc<str>>,
+    /// Bumped after every write to the store (the API's and the pullers'), so a peer's
+    /// long-polling log request answers as soon as there is something new.
+    pub changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
+
+impl AppState {
+    /// The state of a router over `store`, without a key.
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        AppState {
+            store,
+            metrics,
+            key: None,
+            changed: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    /// Tells long-polling log readers that the log may have grown.
+    pub fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// The longest a log request may wait for something new (`wait`, ms).
+pub const MAX_LOG_WAIT_MS: u64 = 10_000;
 
 /// The API's router (the fuzz target and the in-process tests call it directly).
 pub fn router(state: AppState) -> Router {
@@ -305,6 +328,7 @@ async fn put_container(
         )?)
     })
     .await?;
+    state.notify();
     Ok((created_or_ok(created), axum::Json(def)).into_response())
 }
 
@@ -314,6 +338,7 @@ async fn drop_container(
 ) -> Result<StatusCode, ApiError> {
     names(&[("database", &db), ("container", &coll)])?;
     blocking(&state, move |s| Ok(s.drop_container(&db, &coll)?)).await?;
+    state.notify();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -340,6 +365,7 @@ async fn put_resolver(
     let bytes = read_body(&headers, body, MAX_MODULE_BYTES, "resolver module").await?;
     let n = name.clone();
     let hash = blocking(&state, move |s| Ok(s.put_resolver(&db, &coll, &n, &bytes)?)).await?;
+    state.notify();
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({"name": name, "hash": hash})),
@@ -367,6 +393,7 @@ async fn create_item(
         }
     })
     .await?;
+    state.notify();
     metrics.writes.fetch_add(1, Ordering::Relaxed);
     Ok(item_response(created_or_ok(created), item))
 }
@@ -390,6 +417,7 @@ async fn replace_item(
         Ok(s.replace_item(&db, &coll, &id, item, if_match.as_deref())?)
     })
     .await?;
+    state.notify();
     metrics.writes.fetch_add(1, Ordering::Relaxed);
     Ok(item_response(StatusCode::OK, item))
 }
@@ -423,6 +451,7 @@ async fn delete_item(
         Ok(s.delete_item(&db, &coll, &pk, &id, if_match.as_deref())?)
     })
     .await?;
+    state.notify();
     metrics.writes.fetch_add(1, Ordering::Relaxed);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -518,6 +547,8 @@ async fn fingerprint(State(state): State<AppState>) -> Response {
 struct LogQuery {
     cursor: Option<String>,
     max: Option<usize>,
+    /// When nothing is new, wait up to this many ms for something (long poll).
+    wait: Option<u64>,
 }
 
 /// A batch of the log after `cursor`, in the binary batch format (see docs/design.md).
@@ -531,7 +562,14 @@ async fn read_log(
         None => Cursor::START,
     };
     let max = q.max.unwrap_or(MAX_BATCH).clamp(1, MAX_BATCH);
-    let batch: Batch = blocking(&state, move |s| Ok(s.read_log(cursor, max)?)).await?;
+    // Subscribe before reading, so a write between the read and the wait is not missed.
+    let mut changed = state.changed.subscribe();
+    let mut batch: Batch = blocking(&state, move |s| Ok(s.read_log(cursor, max)?)).await?;
+    let wait = std::time::Duration::from_millis(q.wait.unwrap_or(0).min(MAX_LOG_WAIT_MS));
+    if batch.versions.is_empty() && !batch.more && !wait.is_zero() {
+        let _ = tokio::time::timeout(wait, changed.changed()).await;
+        batch = blocking(&state, move |s| Ok(s.read_log(cursor, max)?)).await?;
+    }
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         batch.encode(),

@@ -12,7 +12,7 @@
 //! use std::sync::Arc;
 //!
 //! let store = converge_core::Store::memory("west", Default::default()).unwrap();
-//! let app = router(AppState { store: Arc::new(store), metrics: Arc::new(Metrics::default()), key: None });
+//! let app = router(AppState::new(Arc::new(store), Arc::new(Metrics::default())));
 //! # drop(app);
 //! ```
 
@@ -82,20 +82,17 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
         .durability(Durability::GroupCommit);
     let store = Arc::new(Store::open(&config.data, &config.region, options)?);
     let key: Option<Arc<str>> = config.key.as_deref().map(Arc::from);
-    let state = AppState {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        key: key.clone(),
-    };
+    let mut state = AppState::new(store.clone(), metrics.clone());
+    state.key = key.clone();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for peer in config.peers {
-        let (s, m, k, st) = (store.clone(), metrics.clone(), key.clone(), stop.clone());
+        let (st, state) = (stop.clone(), state.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pull-{}", peer.name))
-                .spawn(move || replication::pull_loop(s, m, peer, k, st))?,
+                .spawn(move || replication::pull_loop(&state, peer, st))?,
         );
     }
     {

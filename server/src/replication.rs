@@ -3,8 +3,9 @@
 //! peer is down; resumes from the persisted cursor after either side restarts. Relays: a peer's
 //! log holds every version it applied, whoever wrote it.
 
+use crate::api::AppState;
 use crate::metrics::Metrics;
-use converge_core::{Batch, EngineFingerprint, Store};
+use converge_core::{Batch, EngineFingerprint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,7 +38,9 @@ impl std::str::FromStr for Peer {
     }
 }
 
-/// How long a caught-up puller waits before asking again.
+/// How long a caught-up pull asks the peer to hold the request for something new (long poll).
+pub const WAIT: Duration = Duration::from_millis(1000);
+/// The shortest time between two pulls that found nothing.
 pub const POLL: Duration = Duration::from_millis(20);
 /// Versions asked for per pull.
 const PULL_MAX: usize = 500;
@@ -47,14 +50,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The largest batch body read (bytes).
 const MAX_BATCH_BYTES: u64 = 1 << 30;
 
-/// Pulls from `peer` until `stop` is set.
-pub fn pull_loop(
-    store: Arc<Store>,
-    metrics: Arc<Metrics>,
-    peer: Peer,
-    key: Option<Arc<str>>,
-    stop: Arc<AtomicBool>,
-) {
+/// Pulls from `peer` into the state's store until `stop` is set.
+pub fn pull_loop(state: &AppState, peer: Peer, stop: Arc<AtomicBool>) {
+    let (store, metrics, key) = (&state.store, &state.metrics, &state.key);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(30)))
         .http_status_as_error(false)
@@ -72,10 +70,11 @@ pub fn pull_loop(
     let mut backoff = BACKOFF_MIN;
     let mut rng = jitter_seed(&peer.name);
     while !stop.load(Ordering::Relaxed) {
+        let asked = Instant::now();
         let step = if verified {
-            pull_once(&store, &metrics, &peer, &get)
+            pull_once(state, &peer, &get)
         } else {
-            check_peer(&peer, &ours, &metrics, &get).map(|()| {
+            check_peer(&peer, &ours, metrics, &get).map(|()| {
                 verified = true;
                 true
             })
@@ -84,7 +83,9 @@ pub fn pull_loop(
             Ok(more) => {
                 backoff = BACKOFF_MIN;
                 metrics.peer(&peer.name, |p| p.up = true);
-                if !more {
+                // The peer held the request until it had something or `WAIT` passed; a peer
+                // that answers an empty batch at once (no long poll) is asked again after POLL.
+                if !more && asked.elapsed() < POLL {
                     sleep_unless(&stop, POLL);
                 }
             }
@@ -153,10 +154,14 @@ fn check_peer(
 }
 
 /// One pull; `Ok(true)` when the peer has more right away.
-fn pull_once(store: &Store, metrics: &Metrics, peer: &Peer, get: &Get<'_>) -> Result<bool, String> {
+fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, String> {
+    let (store, metrics) = (&state.store, &state.metrics);
     let cursor = store.cursor(&peer.name).map_err(|e| e.to_string())?;
-    let mut resp = get(&format!("/_replication/log?cursor={cursor}&max={PULL_MAX}"))
-        .map_err(|e| e.to_string())?;
+    let mut resp = get(&format!(
+        "/_replication/log?cursor={cursor}&max={PULL_MAX}&wait={}",
+        WAIT.as_millis()
+    ))
+    .map_err(|e| e.to_string())?;
     if resp.status() != 200 {
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         return Err(format!("log request answered {}: {text}", resp.status()));
@@ -176,6 +181,10 @@ fn pull_once(store: &Store, metrics: &Metrics, peer: &Peer, get: &Get<'_>) -> Re
     }
     let newest = batch.versions.iter().map(|v| v.hlc.physical_ms).max();
     let report = store.apply_batch(&batch).map_err(|e| e.to_string())?;
+    if report.applied > 0 {
+        // What this region applied is in its own log now: its own pullers' peers may wait.
+        state.notify();
+    }
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

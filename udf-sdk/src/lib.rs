@@ -50,6 +50,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+#[cfg(feature = "arbitrary")]
+pub mod fuzz;
 pub mod guest;
 pub mod view;
 

@@ -162,6 +162,44 @@ mod tests {
         assert_eq!(merged(&again), m);
     }
 
+    /// Arbitrary conflicts (the SDK's `arbitrary` feature): never a panic, always an answer the
+    /// host accepts (a merge keeps the id), and merging the merge again changes nothing.
+    #[test]
+    fn arbitrary_conflicts_get_valid_answers() {
+        use arbitrary::{Arbitrary, Unstructured};
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let bytes: Vec<u8> = (0..1024)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let Ok(c) = Conflict::arbitrary(&mut Unstructured::new(&bytes)) else {
+                continue;
+            };
+            match merge_carts(&c) {
+                Decision::Merge(m) => {
+                    assert_eq!(m["id"], json!(c.id));
+                    let again = Conflict::for_test(
+                        "carts",
+                        &c.id,
+                        c.partition_key.clone(),
+                        vec![Some(m.clone()), Some(m.clone())],
+                    );
+                    assert_eq!(merge_carts(&again), Decision::Merge(m));
+                }
+                Decision::Delete => assert!(c.is_tombstone()),
+                Decision::Defer(why) => {
+                    assert!(why.contains("sku") || why.contains("object"), "{why}")
+                }
+                Decision::Pick(i) => panic!("cart-merge never picks, got {i}"),
+            }
+        }
+    }
+
     #[test]
     fn a_delete_wins_and_a_line_without_sku_defers() {
         let c = conflict(vec![cart(json!([]), json!({})), None]);

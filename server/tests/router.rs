@@ -1,0 +1,59 @@
+//! The router in-process (no sockets): the replication log's long poll.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use converge_core::{Batch, ConflictPolicy, Cursor, Store};
+use converge_server::api::{AppState, router};
+use converge_server::metrics::Metrics;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower::ServiceExt;
+
+async fn log(state: &AppState, cursor: Cursor, wait_ms: u64) -> Batch {
+    let uri = format!("/_replication/log?cursor={cursor}&wait={wait_ms}");
+    let resp = router(state.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    Batch::decode(&bytes).expect("a batch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_up_log_request_waits_for_the_next_write_and_no_longer() {
+    let store = Arc::new(Store::memory("west", Default::default()).expect("store"));
+    store
+        .put_container("db", "c", "/pk", ConflictPolicy::default())
+        .expect("container");
+    let state = AppState::new(store.clone(), Arc::new(Metrics::default()));
+    let end = log(&state, Cursor::START, 0).await.next;
+
+    // Nothing new: the answer comes after the wait, empty.
+    let t = Instant::now();
+    let empty = log(&state, end, 300).await;
+    assert!(empty.versions.is_empty());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // A write during the wait: the answer comes with it, long before the wait is over.
+    let writer = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let item = serde_json::json!({"id": "i", "pk": "p"});
+            state.store.upsert_item("db", "c", item).expect("write");
+            state.notify();
+        })
+    };
+    let t = Instant::now();
+    let batch = log(&state, end, 5_000).await;
+    writer.await.expect("writer");
+    assert_eq!(batch.versions.len(), 1);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}

@@ -1,0 +1,149 @@
+//! `arbitrary::Arbitrary` for the SDK's input and output types (cargo feature `arbitrary`), so
+//! a cargo-fuzz target can feed a resolver conflicts shaped like the host's: 2 to 7 versions,
+//! deletes among them, bodies that are JSON objects with the conflict's `id`.
+//!
+//! ```
+//! use arbitrary::{Arbitrary, Unstructured};
+//! use converge_udf_sdk::{Conflict, resolve_json};
+//!
+//! let bytes = [7u8; 256];
+//! let conflict = Conflict::arbitrary(&mut Unstructured::new(&bytes)).unwrap();
+//! assert!((2..=7).contains(&conflict.versions.len()));
+//! let input = serde_json::to_vec(&conflict).unwrap(); // the ABI input the host would send
+//! let _answer = resolve_json(&input, |_| converge_udf_sdk::Decision::Pick(0));
+//! ```
+
+use crate::{ABI_VERSION, Conflict, Decision, Version};
+use arbitrary::{Arbitrary, Result, Unstructured};
+use serde_json::{Map, Value};
+
+const REGIONS: [&str; 7] = [
+    "west", "east", "north", "south", "central", "asia", "europe",
+];
+const KEYS: [&str; 8] = [
+    "n", "name", "lines", "qty", "sku", "version", "tags", "done",
+];
+
+/// A JSON value of bounded depth: the leaves the resolvers see most (numbers, short strings,
+/// booleans, null), arrays and objects over a small key set, so fields collide across versions.
+fn value(u: &mut Unstructured<'_>, depth: u32) -> Result<Value> {
+    let kinds = if depth >= 3 { 5 } else { 7 };
+    Ok(match u.choose_index(kinds)? {
+        0 => Value::Null,
+        1 => Value::Bool(u.arbitrary()?),
+        2 => Value::from(u.int_in_range(-5i64..=100)?),
+        3 => Value::from(f64::from(u.arbitrary::<i16>()?) / 8.0),
+        4 => Value::String(String::from(
+            *u.choose(&["a", "b", "sku-1", "é", "\"q\"", ""])?,
+        )),
+        5 => {
+            let n = u.int_in_range(0..=4)?;
+            Value::Array((0..n).map(|_| value(u, depth + 1)).collect::<Result<_>>()?)
+        }
+        _ => Value::Object(object(u, depth + 1)?),
+    })
+}
+
+fn object(u: &mut Unstructured<'_>, depth: u32) -> Result<Map<String, Value>> {
+    let mut m = Map::new();
+    for _ in 0..u.int_in_range(0..=5)? {
+        m.insert((*u.choose(&KEYS)?).to_owned(), value(u, depth)?);
+    }
+    Ok(m)
+}
+
+impl<'a> Arbitrary<'a> for Conflict {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let id = String::from(*u.choose(&["item-1", "cart-42", "x"])?);
+        let partition_key = Value::String(String::from(*u.choose(&["alice", "bob"])?));
+        let n = u.int_in_range(2..=7)?;
+        let mut versions = Vec::with_capacity(n);
+        for region in &REGIONS[..n] {
+            let deleted = u.ratio(1, 6)?;
+            let item = if deleted {
+                None
+            } else {
+                let mut body = object(u, 1)?;
+                body.insert("id".into(), Value::String(id.clone()));
+                body.insert("pk".into(), partition_key.clone());
+                Some(Value::Object(body))
+            };
+            versions.push(Version {
+                item,
+                deleted,
+                region: (*region).to_owned(),
+                timestamp: 1_764_230_400_000 + u64::from(u.arbitrary::<u16>()?),
+                logical: u32::from(u.arbitrary::<u8>()?),
+            });
+        }
+        Ok(Conflict {
+            abi: ABI_VERSION,
+            container: "items".into(),
+            id,
+            partition_key,
+            versions,
+        })
+    }
+}
+
+impl<'a> Arbitrary<'a> for Version {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        let deleted = u.arbitrary()?;
+        Ok(Version {
+            item: if deleted {
+                None
+            } else {
+                Some(Value::Object(object(u, 1)?))
+            },
+            deleted,
+            region: String::from(*u.choose(&REGIONS)?),
+            timestamp: u.arbitrary()?,
+            logical: u.arbitrary()?,
+        })
+    }
+}
+
+impl<'a> Arbitrary<'a> for Decision {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(match u.choose_index(4)? {
+            0 => Decision::Pick(u.int_in_range(0..=7)?),
+            1 => Decision::Merge(Value::Object(object(u, 1)?)),
+            2 => Decision::Delete,
+            _ => Decision::Defer(String::from(*u.choose(&["needs review", "", "\"x\""])?)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve_json;
+
+    #[test]
+    fn generated_conflicts_are_valid_input_and_decisions_valid_output() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..500 {
+            let bytes: Vec<u8> = (0..512)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let mut u = Unstructured::new(&bytes);
+            let c = Conflict::arbitrary(&mut u).expect("conflict");
+            assert!((2..=7).contains(&c.versions.len()));
+            assert!(c.versions.iter().all(|v| v.deleted == v.item.is_none()));
+            let input = serde_json::to_vec(&c).expect("input");
+            let back = resolve_json(&input, |seen| {
+                assert_eq!(seen, &c, "the input decodes to the same conflict");
+                Decision::Pick(0)
+            });
+            assert_eq!(back, r#"{"pick":0}"#);
+            let d = Decision::arbitrary(&mut u).unwrap_or(Decision::Delete);
+            let out: Value = serde_json::from_str(&d.to_json()).expect("decisions are JSON");
+            assert_eq!(out.as_object().map(Map::len), Some(1));
+        }
+    }
+}
