@@ -72,7 +72,10 @@ fn concurrent_clients_in_three_regions_converge_with_the_same_etags() {
         "{text}"
     );
     assert!(
-        text.contains("converge_peer_up{region=\"west\",peer=\"east\"} 1"),
+        text.contains("converge_peer_up{region=\"west\",peer=\"east\"} 1")
+            && text.contains(
+                "converge_peer_replication_lag_seconds_count{region=\"west\",peer=\"east\"}"
+            ),
         "{text}"
     );
 }

@@ -12,9 +12,17 @@ const BUCKETS: [f64; 10] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.05, 1.0,
 ];
 
+/// Upper bounds of the replication-lag histogram, seconds.
+pub const LAG_BUCKETS: [f64; 13] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
 /// Replication state of one peer.
 #[derive(Clone, Debug, Default)]
 pub struct PeerStats {
+    /// Versions applied from the peer by lag (from their HLC time to being applied here):
+    /// counts per [`LAG_BUCKETS`] bucket, the last for anything slower.
+    pub lag_histogram: [u64; LAG_BUCKETS.len() + 1],
     /// Versions applied from it.
     pub applied: u64,
     /// Failed pulls.
@@ -225,6 +233,32 @@ impl Metrics {
                     out,
                     "converge_peer_fingerprint_mismatch{{{l}}} {}",
                     u8::from(s.fingerprint_mismatch)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP converge_peer_replication_lag_seconds Time from a version's write (its HLC) to its application here.\n# TYPE converge_peer_replication_lag_seconds histogram"
+        );
+        if let Ok(p) = self.peers.lock() {
+            for (peer, s) in p.iter() {
+                let l = format!("region=\"{r}\",peer=\"{peer}\"");
+                let mut cumulative = 0;
+                for (i, b) in LAG_BUCKETS.iter().enumerate() {
+                    cumulative += s.lag_histogram[i];
+                    let _ = writeln!(
+                        out,
+                        "converge_peer_replication_lag_seconds_bucket{{{l},le=\"{b}\"}} {cumulative}"
+                    );
+                }
+                cumulative += s.lag_histogram[LAG_BUCKETS.len()];
+                let _ = writeln!(
+                    out,
+                    "converge_peer_replication_lag_seconds_bucket{{{l},le=\"+Inf\"}} {cumulative}"
+                );
+                let _ = writeln!(
+                    out,
+                    "converge_peer_replication_lag_seconds_count{{{l}}} {cumulative}"
                 );
             }
         }

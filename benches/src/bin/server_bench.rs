@@ -185,6 +185,43 @@ async fn client(
     Ok(out)
 }
 
+/// East's replication-lag histogram for peer west: (upper bound in s, cumulative count).
+fn lag_histogram(a: &ureq::Agent, url: &str) -> Result<Vec<(f64, u64)>> {
+    let mut r = a.get(format!("{url}/metrics")).call()?;
+    let text = r.body_mut().read_to_string()?;
+    Ok(text
+        .lines()
+        .filter(|l| {
+            l.starts_with("converge_peer_replication_lag_seconds_bucket")
+                && l.contains("peer=\"west\"")
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count = l.split_whitespace().last()?.parse().ok()?;
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                },
+                count,
+            ))
+        })
+        .collect())
+}
+
+/// Versions applied at `url` from west so far.
+fn applied_from_west(a: &ureq::Agent, url: &str) -> Result<u64> {
+    let mut r = a.get(format!("{url}/metrics")).call()?;
+    let text = r.body_mut().read_to_string()?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("converge_peer_versions_applied_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
 fn main() -> Result<()> {
     let per_client: usize = std::env::args()
         .skip_while(|a| a != "--writes")
@@ -288,6 +325,11 @@ fn main() -> Result<()> {
             }
         })
     };
+    // East first catches up with the first load; its lag is measured on the second only.
+    while applied_from_west(&a, &east)? < writes as u64 + 1 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = lag_histogram(&a, &east)?;
     let mut replicated = http_load(&west, per_client, "replicated", &acked)?;
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     watcher
@@ -338,6 +380,34 @@ fn main() -> Result<()> {
         ms(lags.last().copied().unwrap_or_default())
     );
 
+    // The same lag as east measures it: from each version's write (its HLC, the same clock
+    // here) to its application, from east's metrics histogram, second load only.
+    while applied_from_west(&a, &east)? < 2 * writes as u64 + 1 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = lag_histogram(&a, &east)?;
+    let during: Vec<(f64, u64)> = after
+        .iter()
+        .map(|(le, n)| {
+            (
+                *le,
+                n - before.iter().find(|(b, _)| b == le).map_or(0, |b| b.1),
+            )
+        })
+        .collect();
+    let total = during.last().map_or(0, |b| b.1);
+    let bound = |q: f64| {
+        during
+            .iter()
+            .find(|(_, c)| *c as f64 >= q * total as f64)
+            .map_or(f64::INFINITY, |(le, _)| *le * 1e3)
+    };
+    println!(
+        "\nAs east's puller measures it (write → applied at east, `converge_peer_replication_lag_seconds`): {total} versions, p50 ≤ {} ms, p99 ≤ {} ms",
+        bound(0.5),
+        bound(0.99)
+    );
+
     // A fresh region catching up from west.
     let north = serve(
         "north",
@@ -349,14 +419,7 @@ fn main() -> Result<()> {
     )?;
     let start = Instant::now();
     loop {
-        let mut r = a.get(format!("{north}/metrics")).call()?;
-        let text = r.body_mut().read_to_string()?;
-        let applied: u64 = text
-            .lines()
-            .find(|l| l.starts_with("converge_peer_versions_applied_total"))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+        let applied = applied_from_west(&a, &north)?;
         if applied as usize > 2 * writes {
             let t = start.elapsed();
             println!("\n## A fresh region catching up from a peer\n");
