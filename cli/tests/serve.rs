@@ -659,6 +659,22 @@ fn bad_input_on_every_route_gets_the_contracts_status_and_the_server_stays_healt
             "BadRequest",
         ),
         (
+            "PATCH",
+            format!("{u}/dbs/db/colls/c"),
+            None,
+            vec![],
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            "GET",
+            format!("{u}/dbs/db/colls/c/docs/%FF%FE"),
+            None,
+            vec![("x-partition-key", "\"p\"")],
+            400,
+            "BadRequest",
+        ),
+        (
             "GET",
             format!("{u}/no/such/route"),
             None,

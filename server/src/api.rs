@@ -115,10 +115,47 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         }
     }
     let response = next.run(request).await;
-    if response.status().as_u16() >= 400 {
-        state.metrics.error(response.status().as_u16());
+    let status = response.status();
+    if status.as_u16() < 400 {
+        return response;
     }
-    response
+    state.metrics.error(status.as_u16());
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    // An error axum produced itself (a path that does not decode, a method a route does not
+    // have): the same `{"code", "message"}` shape as every other error.
+    let text = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        s if s.is_server_error() => "InternalServerError",
+        _ => "BadRequest",
+    };
+    let message = if text.trim().is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request cannot be served")
+            .to_owned()
+    } else {
+        text
+    };
+    ApiError {
+        status,
+        code,
+        message,
+    }
+    .into_response()
 }
 
 /// Compares keys in time independent of where they differ.
