@@ -92,6 +92,24 @@ impl WasmResolvers {
         Ok(call(&module, input, limits, self.watchdog))
     }
 
+    /// Runs a module on raw ABI input like [`call_module`](Self::call_module) without asking
+    /// its `converge_abi_version` first: for fuzzing the host with generated modules, whose
+    /// functions answer at random (every other check at install still applies). Not for
+    /// stores: they only run modules installed with every check.
+    #[doc(hidden)]
+    pub fn call_generated_module(
+        &self,
+        bytes: &[u8],
+        input: &[u8],
+        limits: &ResolverLimits,
+    ) -> Result<CallReport, ModuleError> {
+        let engine = super::engine::engines()
+            .get(limits.stack_bytes)
+            .map_err(|e| ModuleError::Invalid(e.to_string()))?;
+        let module = ResolverModule::compile_unversioned(&engine, bytes)?;
+        Ok(call(&module, input, limits, self.watchdog))
+    }
+
     /// Runs the installed module with content hash `hash` on raw ABI input under `limits`;
     /// `None` if no module with that hash is installed.
     pub fn call(&self, hash: &str, input: &[u8], limits: &ResolverLimits) -> Option<CallReport> {

@@ -121,6 +121,16 @@ impl ResolverModule {
     }
 
     pub(crate) fn compile_with(engine: &Engine, bytes: &[u8]) -> Result<Self, ModuleError> {
+        let this = Self::compile_unversioned(engine, bytes)?;
+        match super::call::abi_version(&this) {
+            Ok(ABI_VERSION) => Ok(this),
+            Ok(v) => Err(ModuleError::AbiVersion(v)),
+            Err(e) => Err(ModuleError::AbiCall(e)),
+        }
+    }
+
+    /// Every check of [`compile`](Self::compile) but calling `converge_abi_version`.
+    pub(crate) fn compile_unversioned(engine: &Engine, bytes: &[u8]) -> Result<Self, ModuleError> {
         if !bytes.starts_with(b"\0asm") {
             return Err(ModuleError::Invalid(
                 "it does not start with the WebAssembly magic bytes".into(),
@@ -169,16 +179,11 @@ impl ResolverModule {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
-        let this = ResolverModule {
+        Ok(ResolverModule {
             hash: content_hash(bytes),
             module,
             pre,
-        };
-        match super::call::abi_version(&this) {
-            Ok(ABI_VERSION) => Ok(this),
-            Ok(v) => Err(ModuleError::AbiVersion(v)),
-            Err(e) => Err(ModuleError::AbiCall(e)),
-        }
+        })
     }
 
     /// The module's content hash.
