@@ -1,4 +1,4 @@
-//! Every committed seed and every crash input the fuzzers found (`fuzz/corpus/<target>`,
+//! Every committed seed and every crash input the fuzzers found (`fuzz/seeds/<target>`,
 //! `fuzz/crashes/<target>`) replayed through the checks, plus a short deterministic sweep of
 //! pseudo-random inputs per check, in the ordinary test suite.
 
@@ -34,7 +34,7 @@ fn committed_seeds_and_crash_inputs_replay_clean() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut replayed = 0;
     for (target, check) in CHECKS {
-        for kind in ["corpus", "crashes"] {
+        for kind in ["seeds", "crashes"] {
             for (path, bytes) in inputs(&fuzz.join(kind).join(target)) {
                 let outcome = std::panic::catch_unwind(|| check(&bytes));
                 assert!(outcome.is_ok(), "{path} fails {target}'s check again");
