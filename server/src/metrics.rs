@@ -17,6 +17,36 @@ pub const LAG_BUCKETS: [f64; 13] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
+/// The index of the histogram bucket `value` falls in (`bounds.len()` for +Inf).
+fn bucket(bounds: &[f64], value: f64) -> usize {
+    bounds
+        .iter()
+        .position(|b| value <= *b)
+        .unwrap_or(bounds.len())
+}
+
+/// Writes a Prometheus histogram's series: cumulative buckets, the optional sum, the count.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    sum: Option<f64>,
+) {
+    let mut cumulative = 0;
+    for (b, n) in bounds.iter().zip(counts) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+    }
+    cumulative += counts.get(bounds.len()).copied().unwrap_or(0);
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+    if let Some(sum) = sum {
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    }
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+}
+
 /// Replication state of one peer.
 #[derive(Clone, Debug, Default)]
 pub struct PeerStats {
@@ -67,6 +97,30 @@ impl Metrics {
         }
     }
 
+    /// Records a batch applied from `peer` at `now_ms`: how many versions were new, and each
+    /// version's lag from its write time (ms since the epoch, from its HLC).
+    pub fn replicated(
+        &self,
+        peer: &str,
+        applied: usize,
+        written_ms: &[u64],
+        now_ms: u64,
+        more: bool,
+    ) {
+        self.peer(peer, |p| {
+            p.applied += applied as u64;
+            for t in written_ms {
+                let lag = now_ms.saturating_sub(*t) as f64 / 1000.0;
+                p.lag_histogram[bucket(&LAG_BUCKETS, lag)] += 1;
+            }
+            match written_ms.iter().max() {
+                Some(newest) => p.lag_seconds = now_ms.saturating_sub(*newest) as f64 / 1000.0,
+                None if !more => p.lag_seconds = 0.0,
+                None => {}
+            }
+        });
+    }
+
     /// A peer's replication state.
     pub fn peer_stats(&self, name: &str) -> PeerStats {
         self.peers
@@ -88,11 +142,7 @@ impl Metrics {
             *o.entry(label).or_default() += 1;
         }
         if let Ok(mut l) = self.latency.lock() {
-            let bucket = BUCKETS
-                .iter()
-                .position(|b| seconds <= *b)
-                .unwrap_or(BUCKETS.len());
-            l.0[bucket] += 1;
+            l.0[bucket(&BUCKETS, seconds)] += 1;
             l.1 += seconds;
         }
     }
@@ -175,27 +225,14 @@ impl Metrics {
             "# HELP converge_resolver_call_seconds Resolver call latency.\n# TYPE converge_resolver_call_seconds histogram"
         );
         if let Ok(l) = self.latency.lock() {
-            let mut cumulative = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += l.0[i];
-                let _ = writeln!(
-                    out,
-                    "converge_resolver_call_seconds_bucket{{region=\"{r}\",le=\"{b}\"}} {cumulative}"
-                );
-            }
-            cumulative += l.0[BUCKETS.len()];
-            let _ = writeln!(
-                out,
-                "converge_resolver_call_seconds_bucket{{region=\"{r}\",le=\"+Inf\"}} {cumulative}"
-            );
-            let _ = writeln!(
-                out,
-                "converge_resolver_call_seconds_sum{{region=\"{r}\"}} {}",
-                l.1
-            );
-            let _ = writeln!(
-                out,
-                "converge_resolver_call_seconds_count{{region=\"{r}\"}} {cumulative}"
+            let labels = format!("region=\"{r}\"");
+            write_histogram(
+                &mut out,
+                "converge_resolver_call_seconds",
+                &labels,
+                &BUCKETS,
+                &l.0,
+                Some(l.1),
             );
         }
         let _ = writeln!(
@@ -242,23 +279,15 @@ impl Metrics {
         );
         if let Ok(p) = self.peers.lock() {
             for (peer, s) in p.iter() {
-                let l = format!("region=\"{r}\",peer=\"{peer}\"");
-                let mut cumulative = 0;
-                for (i, b) in LAG_BUCKETS.iter().enumerate() {
-                    cumulative += s.lag_histogram[i];
-                    let _ = writeln!(
-                        out,
-                        "converge_peer_replication_lag_seconds_bucket{{{l},le=\"{b}\"}} {cumulative}"
-                    );
-                }
-                cumulative += s.lag_histogram[LAG_BUCKETS.len()];
-                let _ = writeln!(
-                    out,
-                    "converge_peer_replication_lag_seconds_bucket{{{l},le=\"+Inf\"}} {cumulative}"
-                );
-                let _ = writeln!(
-                    out,
-                    "converge_peer_replication_lag_seconds_count{{{l}}} {cumulative}"
+                let labels = format!("region=\"{r}\",peer=\"{peer}\"");
+                let name = "converge_peer_replication_lag_seconds";
+                write_histogram(
+                    &mut out,
+                    name,
+                    &labels,
+                    &LAG_BUCKETS,
+                    &s.lag_histogram,
+                    None,
                 );
             }
         }

@@ -4,7 +4,7 @@
 //! log holds every version it applied, whoever wrote it.
 
 use crate::api::AppState;
-use crate::metrics::{LAG_BUCKETS, Metrics};
+use crate::metrics::Metrics;
 use converge_core::{Batch, EngineFingerprint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,11 +179,7 @@ fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, Strin
             batch.source, peer.name
         ));
     }
-    let newest = batch.versions.iter().map(|v| v.hlc.physical_ms).max();
     let report = store.apply_batch(&batch).map_err(|e| e.to_string())?;
-    let applied_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     if report.applied > 0 {
         // What this region applied is in its own log now: its own pullers' peers may wait.
         state.notify();
@@ -191,22 +187,8 @@ fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, Strin
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    metrics.peer(&peer.name, |p| {
-        p.applied += report.applied as u64;
-        for v in &batch.versions {
-            let lag = applied_at.saturating_sub(v.hlc.physical_ms) as f64 / 1000.0;
-            let bucket = LAG_BUCKETS
-                .iter()
-                .position(|b| lag <= *b)
-                .unwrap_or(LAG_BUCKETS.len());
-            p.lag_histogram[bucket] += 1;
-        }
-        if let Some(t) = newest {
-            p.lag_seconds = now_ms.saturating_sub(t) as f64 / 1000.0;
-        } else if !batch.more {
-            p.lag_seconds = 0.0;
-        }
-    });
+    let written: Vec<u64> = batch.versions.iter().map(|v| v.hlc.physical_ms).collect();
+    metrics.replicated(&peer.name, report.applied, &written, now_ms, batch.more);
     Ok(batch.more)
 }
 
