@@ -2,6 +2,7 @@
 //! `fuzz/crashes/<target>`) replayed through the checks, plus a short deterministic sweep of
 //! pseudo-random inputs per check, in the ordinary test suite.
 
+use converge_udf_sdk::fuzz::pseudo_random_bytes;
 use std::path::Path;
 
 type Check = fn(&[u8]);
@@ -48,16 +49,7 @@ fn committed_seeds_and_crash_inputs_replay_clean() {
 #[test]
 fn a_deterministic_sweep_of_each_check_finds_nothing() {
     let mut seed = 0x853c_49e6_748f_ea9bu64;
-    let mut bytes = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect()
-    };
+    let mut bytes = |n: usize| pseudo_random_bytes(&mut seed, n);
     for (target, check) in CHECKS {
         let runs = if target == "sandbox" { 60 } else { 400 };
         for i in 0..runs {
@@ -75,14 +67,7 @@ fn generated_modules_are_called_not_only_refused() {
     let mut seed = 0x1234_5678_9abc_def1u64;
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..300 {
-        let input: Vec<u8> = (0..256 + i * 13 % 3000)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect();
+        let input = pseudo_random_bytes(&mut seed, 256 + i * 13 % 3000);
         if let Some(o) = converge_checks::sandbox::run(&input) {
             let kind = match o {
                 converge_core::Outcome::Failed(r) => r.split(':').next().unwrap_or("").to_owned(),

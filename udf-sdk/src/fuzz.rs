@@ -114,6 +114,20 @@ impl<'a> Arbitrary<'a> for Decision {
     }
 }
 
+/// Deterministic pseudo-random bytes (xorshift64 on `seed`, which advances), to feed
+/// [`Unstructured`] in property tests that run without a fuzzer: the same seed gives the same
+/// conflicts on every run.
+pub fn pseudo_random_bytes(seed: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,14 +137,7 @@ mod tests {
     fn generated_conflicts_are_valid_input_and_decisions_valid_output() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..500 {
-            let bytes: Vec<u8> = (0..512)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let bytes: Vec<u8> = pseudo_random_bytes(&mut seed, 512);
             let mut u = Unstructured::new(&bytes);
             let c = Conflict::arbitrary(&mut u).expect("conflict");
             assert!((2..=7).contains(&c.versions.len()));

@@ -169,14 +169,7 @@ mod tests {
         use arbitrary::{Arbitrary, Unstructured};
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..2000 {
-            let bytes: Vec<u8> = (0..1024)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let bytes: Vec<u8> = converge_udf_sdk::fuzz::pseudo_random_bytes(&mut seed, 1024);
             let Ok(c) = Conflict::arbitrary(&mut Unstructured::new(&bytes)) else {
                 continue;
             };
