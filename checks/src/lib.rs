@@ -11,6 +11,8 @@
 //! converge_checks::sandbox::check(&[0u8; 64]);
 //! ```
 
+pub mod converge;
+pub mod lww_order;
 pub mod sandbox;
 pub mod sdk_input;
 

@@ -7,7 +7,9 @@ use std::path::Path;
 
 type Check = fn(&[u8]);
 
-const CHECKS: [(&str, Check); 2] = [
+const CHECKS: [(&str, Check); 4] = [
+    ("converge", converge_checks::converge::check),
+    ("lww_order", converge_checks::lww_order::check),
     ("sdk_input", converge_checks::sdk_input::check),
     ("sandbox", converge_checks::sandbox::check),
 ];
@@ -51,7 +53,11 @@ fn a_deterministic_sweep_of_each_check_finds_nothing() {
     let mut seed = 0x853c_49e6_748f_ea9bu64;
     let mut bytes = |n: usize| pseudo_random_bytes(&mut seed, n);
     for (target, check) in CHECKS {
-        let runs = if target == "sandbox" { 60 } else { 400 };
+        let runs = match target {
+            "sandbox" => 60,
+            "converge" => 100,
+            _ => 400,
+        };
         for i in 0..runs {
             let input = bytes(64 + i * 7 % 2000);
             let outcome = std::panic::catch_unwind(|| check(&input));

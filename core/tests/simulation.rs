@@ -4,8 +4,7 @@
 //! `CONVERGE_SIM_SEED` replays one seed, printing its trace.
 
 use converge_core::sim::{SimConfig, SimPolicy, run};
-use converge_core::{Outcome, ResolveRequest, ResolverHost, WasmResolvers};
-use serde_json::{Value, json};
+use converge_core::{Outcome, ResolveRequest, ResolverHost};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,22 +59,13 @@ fn sweep(policy: SimPolicy) {
         seeds()
     };
     let p = policy.clone();
-    sweep_with(
-        &format!("{policy:?}"),
-        n,
-        move |seed| config(seed, p.clone()),
-        |_| {},
-    );
+    sweep_with(&format!("{policy:?}"), n, move |seed| {
+        config(seed, p.clone())
+    });
 }
 
-/// Runs `n` seeds of `make` on every core (or the one `CONVERGE_SIM_SEED` names), checking
-/// each report with `check`.
-fn sweep_with(
-    what: &str,
-    n: u64,
-    make: impl Fn(u64) -> SimConfig + Sync,
-    check: impl Fn(&converge_core::sim::SimReport) + Sync,
-) {
+/// Runs `n` seeds of `make` on every core (or the one `CONVERGE_SIM_SEED` names).
+fn sweep_with(what: &str, n: u64, make: impl Fn(u64) -> SimConfig + Sync) {
     if let Some(seed) = std::env::var("CONVERGE_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -102,7 +92,6 @@ fn sweep_with(
                     }
                     match run(&make(seed)) {
                         Ok(r) => {
-                            check(&r);
                             conflicts.fetch_add(r.items_in_conflict as u64, Ordering::Relaxed);
                         }
                         Err(f) => {
@@ -138,58 +127,4 @@ fn manual_seeds_converge() {
 #[test]
 fn custom_seeds_converge() {
     sweep(SimPolicy::Custom("mixed".into()));
-}
-
-/// Bodies shaped for each example resolver, from one random number.
-fn example_body(example: &str, r: u64) -> Value {
-    let bits = |shift: u32, n: u64| (r >> shift) % n;
-    match example {
-        "cart-merge" => {
-            let lines: Vec<Value> = ["apple", "pear", "plum"]
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| bits(*k as u32, 2) == 1)
-                .map(|(k, sku)| json!({"sku": sku, "qty": 1 + bits(8 + 4 * k as u32, 3), "updated": bits(20 + 4 * k as u32, 8)}))
-                .collect();
-            let removed: serde_json::Map<String, Value> = ["apple", "pear", "plum"]
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| bits(40 + *k as u32, 4) == 0)
-                .map(|(k, sku)| (sku.to_string(), json!(bits(44 + 4 * k as u32, 8))))
-                .collect();
-            json!({"customerId": "alice", "lines": lines, "removed": removed})
-        }
-        "highest-version" => json!({"version": bits(0, 4), "note": bits(8, 100)}),
-        "field-merge" => json!({
-            "name": format!("n{}", bits(0, 5)),
-            "email": format!("e{}", bits(4, 5)),
-            "_fieldTs": {"name": bits(8, 6), "email": bits(12, 6)},
-        }),
-        "keep-live" => json!({"keepLive": bits(0, 2) == 1, "v": bits(4, 10)}),
-        _ => json!({"n": bits(0, 5)}),
-    }
-}
-
-/// The example resolvers, compiled to WebAssembly by the build, resolve every conflict of the
-/// simulation (nothing reaches the feed) and every region converges: a fiftieth of the seeds
-/// each, without drops (a drop's `container replaced` records would be feed entries too).
-#[test]
-fn example_resolvers_converge() {
-    for example in ["cart-merge", "highest-version", "field-merge", "keep-live"] {
-        let module = converge_udf_examples::by_name(example).expect("built example");
-        let host = Arc::new(WasmResolvers::new());
-        host.install("items", example, module).expect("install");
-        let make = |seed: u64| {
-            let mut c = SimConfig::new(seed, SimPolicy::Custom(example.into()));
-            c.host = Some(host.clone());
-            c.durable = seed.is_multiple_of(20);
-            c.drops = false;
-            c.bodies = Some(Arc::new(move |r| example_body(example, r)));
-            c
-        };
-        let check = |r: &converge_core::sim::SimReport| {
-            assert_eq!(r.open_conflicts, 0, "{example} left conflicts in the feed");
-        };
-        sweep_with(example, (seeds() / 50).max(1), make, check);
-    }
 }
