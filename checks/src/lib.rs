@@ -15,6 +15,7 @@ pub mod converge;
 pub mod lww_order;
 pub mod sandbox;
 pub mod sdk_input;
+pub mod store_model;
 
 /// Whether `out` is an answer the host accepts as ABI.md's output shape: a JSON object with
 /// exactly one of `pick` (non-negative integer), `merge` (object), `delete` (true) or `defer`

@@ -7,11 +7,12 @@ use std::path::Path;
 
 type Check = fn(&[u8]);
 
-const CHECKS: [(&str, Check); 4] = [
+const CHECKS: [(&str, Check); 5] = [
     ("converge", converge_checks::converge::check),
     ("lww_order", converge_checks::lww_order::check),
     ("sdk_input", converge_checks::sdk_input::check),
     ("sandbox", converge_checks::sandbox::check),
+    ("store_model", converge_checks::store_model::check),
 ];
 
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -91,4 +92,38 @@ fn generated_modules_are_called_not_only_refused() {
         outcomes.values().sum::<usize>() >= 20,
         "too few calls ran: {outcomes:?}"
     );
+}
+
+/// The store-model sweep gets past refusals: items are written, read, replaced and deleted
+/// under preconditions, containers dropped, and the store reopened.
+#[test]
+fn store_model_sweep_reaches_deep_states() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut reached = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..200 {
+        let input = pseudo_random_bytes(&mut seed, 64 + i * 11 % 1500);
+        for (k, n) in converge_checks::store_model::run(&input) {
+            *reached.entry(k).or_default() += n;
+        }
+    }
+    println!("{reached:#?}");
+    for must in [
+        "Create: ok",
+        "Upsert: ok",
+        "Replace: ok",
+        "Replace: precondition failed",
+        "Delete: ok",
+        "Read: ok",
+        "List: ok",
+        "Changes: ok",
+        "DropContainer: ok",
+        "Reopen: ok",
+        "Create: already exists",
+        "Create: invalid input",
+    ] {
+        assert!(
+            reached.contains_key(must),
+            "the sweep never reached {must:?}"
+        );
+    }
 }
