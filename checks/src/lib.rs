@@ -12,6 +12,7 @@
 //! ```
 
 pub mod converge;
+pub mod http_api;
 pub mod lww_order;
 pub mod sandbox;
 pub mod sdk_input;

@@ -7,8 +7,9 @@ use std::path::Path;
 
 type Check = fn(&[u8]);
 
-const CHECKS: [(&str, Check); 5] = [
+const CHECKS: [(&str, Check); 6] = [
     ("converge", converge_checks::converge::check),
+    ("http_api", converge_checks::http_api::check),
     ("lww_order", converge_checks::lww_order::check),
     ("sdk_input", converge_checks::sdk_input::check),
     ("sandbox", converge_checks::sandbox::check),
@@ -120,6 +121,43 @@ fn store_model_sweep_reaches_deep_states() {
         "Reopen: ok",
         "Create: already exists",
         "Create: invalid input",
+    ] {
+        assert!(
+            reached.contains_key(must),
+            "the sweep never reached {must:?}"
+        );
+    }
+}
+
+/// The HTTP sweep reaches every route with successes and with the errors the contract lists.
+#[test]
+fn http_api_sweep_reaches_every_route() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut reached = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..300 {
+        let input = pseudo_random_bytes(&mut seed, 64 + i * 17 % 2000);
+        for (k, n) in converge_checks::http_api::run(&input) {
+            *reached.entry(k).or_default() += n;
+        }
+    }
+    println!("{reached:#?}");
+    for must in [
+        "healthz GET 200",
+        "container PUT 201",
+        "container DELETE 204",
+        "items POST 201",
+        "items POST 409",
+        "item GET 200",
+        "item PUT 200",
+        "item PUT 412",
+        "item DELETE 204",
+        "conflicts GET 200",
+        "conflict GET 200",
+        "changes GET 400",
+        "log GET 200",
+        "resolver PUT 201",
+        "resolver PUT 400",
+        "item PATCH 405",
     ] {
         assert!(
             reached.contains_key(must),
