@@ -20,8 +20,16 @@ fn main() {
         .to_path_buf();
     let mut crates = Vec::new();
     for group in ["resolvers", "adversarial"] {
-        crates.extend(crate_dirs(&here.join(group)));
-        println!("cargo:rerun-if-changed={}", here.join(group).display());
+        for name in crate_dirs(&here.join(group)) {
+            // Each crate's manifest and sources, not its whole directory: a crate may carry a
+            // fuzz workspace whose corpus and target change all the time (cart-merge does).
+            // A new crate shows in Cargo.lock.
+            for part in ["Cargo.toml", "src"] {
+                let path = here.join(group).join(&name).join(part);
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+            crates.push(name);
+        }
     }
     for path in ["udf-sdk", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());

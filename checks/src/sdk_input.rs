@@ -4,6 +4,7 @@
 
 use crate::valid_answer;
 use arbitrary::{Arbitrary, Unstructured};
+use converge_udf_sdk::fuzz::check_decision;
 use converge_udf_sdk::view::ConflictView;
 use converge_udf_sdk::{Conflict, Decision, resolve_json};
 
@@ -49,18 +50,9 @@ pub fn check(data: &[u8]) {
         "highest-version's raw and typed entries disagree on {c:?}"
     );
     for (name, f) in EXAMPLES {
-        match f(&c) {
-            Decision::Pick(i) => assert!(
-                i < c.versions.len(),
-                "{name} picked {i} of {}",
-                c.versions.len()
-            ),
-            Decision::Merge(m) => assert_eq!(
-                m.get("id").and_then(|v| v.as_str()),
-                Some(c.id.as_str()),
-                "{name} changed the id"
-            ),
-            Decision::Delete | Decision::Defer(_) => {}
+        let decision = f(&c);
+        if let Err(why) = check_decision(&c, &decision, "/pk") {
+            panic!("{name} answered {decision:?} to {c:?}: {why}");
         }
     }
 }

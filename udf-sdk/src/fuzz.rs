@@ -114,6 +114,57 @@ impl<'a> Arbitrary<'a> for Decision {
     }
 }
 
+/// The largest merged item the host accepts, serialized (ABI.md: the item size limit).
+pub const MAX_MERGE_BYTES: usize = 2 << 20;
+
+/// Whether the host would accept `decision` for `conflict` (ABI.md), the property every
+/// resolver's fuzz target should assert: a pick in range; a merge that is a JSON object of at
+/// most [`MAX_MERGE_BYTES`] with the conflict's `id` and its partition key at `pk_path`
+/// (generated conflicts keep it at `/pk`); a delete; a defer. Otherwise the reason the host
+/// would put the conflict in the feed with.
+///
+/// ```
+/// use converge_udf_sdk::{Conflict, Decision, fuzz::check_decision};
+/// use serde_json::json;
+///
+/// let c = Conflict::for_test("carts", "c1", json!("alice"), vec![None, Some(json!({}))]);
+/// assert!(check_decision(&c, &Decision::Pick(1), "/pk").is_ok());
+/// assert!(check_decision(&c, &Decision::Pick(2), "/pk").is_err());
+/// let changed = Decision::Merge(json!({"id": "c2", "pk": "alice"}));
+/// assert_eq!(check_decision(&c, &changed, "/pk").unwrap_err(), "merge changes the id");
+/// ```
+pub fn check_decision(
+    conflict: &Conflict,
+    decision: &Decision,
+    pk_path: &str,
+) -> std::result::Result<(), String> {
+    match decision {
+        Decision::Pick(i) if *i >= conflict.versions.len() => Err(format!(
+            "pick {i} is out of range for {} versions",
+            conflict.versions.len()
+        )),
+        Decision::Merge(body) => {
+            if !body.is_object() {
+                return Err("merge is not a JSON object".into());
+            }
+            if body.get("id").and_then(Value::as_str) != Some(conflict.id.as_str()) {
+                return Err("merge changes the id".into());
+            }
+            if body.pointer(pk_path) != Some(&conflict.partition_key) {
+                return Err("merge changes the partition key".into());
+            }
+            let size = body.to_string().len();
+            if size > MAX_MERGE_BYTES {
+                return Err(format!(
+                    "merged item is {size} bytes, over the item size limit"
+                ));
+            }
+            Ok(())
+        }
+        Decision::Pick(_) | Decision::Delete | Decision::Defer(_) => Ok(()),
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift64 on `seed`, which advances), to feed
 /// [`Unstructured`] in property tests that run without a fuzzer: the same seed gives the same
 /// conflicts on every run.
