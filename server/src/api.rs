@@ -209,11 +209,13 @@ async fn read_body(
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    // Without a Content-Length (chunked), the limit is found while reading.
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if format!("{e:?}").contains("LengthLimitError") {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
             too_large()
         } else {
-            ApiError::bad_request(format!("cannot read the body: {e}"))
+            ApiError::bad_request(format!("cannot read the body: {inner}"))
         }
     })
 }

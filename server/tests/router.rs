@@ -57,3 +57,30 @@ async fn a_caught_up_log_request_waits_for_the_next_write_and_no_longer() {
     assert_eq!(batch.versions.len(), 1);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
+
+/// A body without a Content-Length (as a chunked one comes) over the limit is refused with 413
+/// while it is read, and nothing is written.
+#[tokio::test]
+async fn a_body_over_the_limit_without_a_length_is_refused_while_read() {
+    let store = Arc::new(Store::memory("west", Default::default()).expect("store"));
+    store
+        .put_container("db", "c", "/pk", ConflictPolicy::default())
+        .expect("container");
+    let state = AppState::new(store.clone(), Arc::new(Metrics::default()));
+    let filler = "x".repeat(3 << 20);
+    let item = serde_json::json!({"id": "big", "pk": "a", "filler": filler}).to_string();
+    let request = Request::post("/dbs/db/colls/c/docs")
+        .header("content-type", "application/json")
+        .body(Body::from(item))
+        .expect("request");
+    assert!(request.headers().get("content-length").is_none());
+    let resp = router(state).oneshot(request).await.expect("answer");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let error: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(error["code"], "RequestEntityTooLarge");
+    let listed = store.list_items("db", "c", None, None, 10).expect("list");
+    assert!(listed.items.is_empty());
+}
