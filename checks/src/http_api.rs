@@ -393,16 +393,7 @@ pub fn check(data: &[u8]) {
 pub fn run(data: &[u8]) -> BTreeMap<String, usize> {
     let mut u = Unstructured::new(data);
     let with_key = u.arbitrary::<u8>().is_ok_and(|b| b < 64);
-    let mut requests = Vec::new();
-    while requests.len() < MAX_REQUESTS {
-        match u.arbitrary::<Req>() {
-            Ok(r) => requests.push(r),
-            Err(_) => break,
-        }
-        if u.is_empty() {
-            break;
-        }
-    }
+    let requests: Vec<Req> = crate::decode_many(&mut u, MAX_REQUESTS);
     let (store, conflicts) = region();
     let mut state = AppState::new(store.clone(), Arc::new(Metrics::default()));
     if with_key {

@@ -18,6 +18,21 @@ pub mod sandbox;
 pub mod sdk_input;
 pub mod store_model;
 
+/// Up to `max` values decoded one after another from `u`, until it runs out.
+pub(crate) fn decode_many<'a, T: arbitrary::Arbitrary<'a>>(
+    u: &mut arbitrary::Unstructured<'a>,
+    max: usize,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    while out.len() < max && !u.is_empty() {
+        match u.arbitrary::<T>() {
+            Ok(v) => out.push(v),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 /// Whether `out` is an answer the host accepts as ABI.md's output shape: a JSON object with
 /// exactly one of `pick` (non-negative integer), `merge` (object), `delete` (true) or `defer`
 /// (string). Returns why not.

@@ -246,16 +246,7 @@ pub fn check(data: &[u8]) {
 /// failed"`, `"Create: ok"`, `"Reopen: ok"`...), to show what a corpus reaches.
 pub fn run(data: &[u8]) -> BTreeMap<String, usize> {
     let mut u = Unstructured::new(data);
-    let mut ops = Vec::new();
-    while ops.len() < MAX_OPS {
-        match u.arbitrary::<Op>() {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-        if u.is_empty() {
-            break;
-        }
-    }
+    let ops: Vec<Op> = crate::decode_many(&mut u, MAX_OPS);
     let dir = Scratch::new();
     let mut store = open(&dir);
     let mut model = Model::default();

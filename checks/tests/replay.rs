@@ -95,73 +95,77 @@ fn generated_modules_are_called_not_only_refused() {
     );
 }
 
-/// The store-model sweep gets past refusals: items are written, read, replaced and deleted
-/// under preconditions, containers dropped, and the store reopened.
-#[test]
-fn store_model_sweep_reaches_deep_states() {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
+/// Runs `check` over `runs` pseudo-random inputs from `seed` and asserts that every outcome of
+/// `must` came up at least once, so the sweep (and a fuzzer's early inputs) gets past the
+/// refusals into deep states.
+fn sweep_reaches(
+    mut seed: u64,
+    runs: usize,
+    check: fn(&[u8]) -> std::collections::BTreeMap<String, usize>,
+    must: &[&str],
+) {
     let mut reached = std::collections::BTreeMap::<String, usize>::new();
-    for i in 0..200 {
-        let input = pseudo_random_bytes(&mut seed, 64 + i * 11 % 1500);
-        for (k, n) in converge_checks::store_model::run(&input) {
+    for i in 0..runs {
+        let input = pseudo_random_bytes(&mut seed, 64 + i * 17 % 2000);
+        for (k, n) in check(&input) {
             *reached.entry(k).or_default() += n;
         }
     }
     println!("{reached:#?}");
-    for must in [
-        "Create: ok",
-        "Upsert: ok",
-        "Replace: ok",
-        "Replace: precondition failed",
-        "Delete: ok",
-        "Read: ok",
-        "List: ok",
-        "Changes: ok",
-        "DropContainer: ok",
-        "Reopen: ok",
-        "Create: already exists",
-        "Create: invalid input",
-    ] {
-        assert!(
-            reached.contains_key(must),
-            "the sweep never reached {must:?}"
-        );
+    for m in must {
+        assert!(reached.contains_key(*m), "the sweep never reached {m:?}");
     }
+}
+
+/// The store-model sweep gets past refusals: items are written, read, replaced and deleted
+/// under preconditions, containers dropped, and the store reopened.
+#[test]
+fn store_model_sweep_reaches_deep_states() {
+    sweep_reaches(
+        0x2545_f491_4f6c_dd1d,
+        200,
+        converge_checks::store_model::run,
+        &[
+            "Create: ok",
+            "Upsert: ok",
+            "Replace: ok",
+            "Replace: precondition failed",
+            "Delete: ok",
+            "Read: ok",
+            "List: ok",
+            "Changes: ok",
+            "DropContainer: ok",
+            "Reopen: ok",
+            "Create: already exists",
+            "Create: invalid input",
+        ],
+    );
 }
 
 /// The HTTP sweep reaches every route with successes and with the errors the contract lists.
 #[test]
 fn http_api_sweep_reaches_every_route() {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut reached = std::collections::BTreeMap::<String, usize>::new();
-    for i in 0..300 {
-        let input = pseudo_random_bytes(&mut seed, 64 + i * 17 % 2000);
-        for (k, n) in converge_checks::http_api::run(&input) {
-            *reached.entry(k).or_default() += n;
-        }
-    }
-    println!("{reached:#?}");
-    for must in [
-        "healthz GET 200",
-        "container PUT 201",
-        "container DELETE 204",
-        "items POST 201",
-        "items POST 409",
-        "item GET 200",
-        "item PUT 200",
-        "item PUT 412",
-        "item DELETE 204",
-        "conflicts GET 200",
-        "conflict GET 200",
-        "changes GET 400",
-        "log GET 200",
-        "resolver PUT 201",
-        "resolver PUT 400",
-        "item PATCH 405",
-    ] {
-        assert!(
-            reached.contains_key(must),
-            "the sweep never reached {must:?}"
-        );
-    }
+    sweep_reaches(
+        0x9e37_79b9_7f4a_7c15,
+        300,
+        converge_checks::http_api::run,
+        &[
+            "healthz GET 200",
+            "container PUT 201",
+            "container DELETE 204",
+            "items POST 201",
+            "items POST 409",
+            "item GET 200",
+            "item PUT 200",
+            "item PUT 412",
+            "item DELETE 204",
+            "conflicts GET 200",
+            "conflict GET 200",
+            "changes GET 400",
+            "log GET 200",
+            "resolver PUT 201",
+            "resolver PUT 400",
+            "item PATCH 405",
+        ],
+    );
 }
