@@ -54,7 +54,7 @@ pub use model::{
     ConflictPolicy, ContainerDef, CreationId, ItemKey, MAX_ID_BYTES, MAX_ITEM_BYTES, Operation,
     PartitionKey, ResolverLimits, SYSTEM_CREATION, validate_name,
 };
-pub use replicate::{Batch, Cursor, PROTOCOL_FORMAT, Version};
+pub use replicate::{Batch, Cursor, MAX_BATCH_BYTES, PROTOCOL_FORMAT, Version};
 pub use resolve::{
     CanonicalVersion, LwwKey, NoResolvers, NumberKey, Outcome, ResolveRequest, ResolverHost,
 };

@@ -138,3 +138,44 @@ fn remote_clocks_far_ahead_are_not_followed() {
     );
     exchange(&[&a, &b]);
 }
+
+/// Batches are capped in bytes as well as in versions: 40 items of 1 MiB come in batches of at
+/// most `MAX_BATCH_BYTES` each, all of them arrive, and `more` says when to read on.
+#[test]
+fn batches_of_large_items_are_capped_in_bytes() {
+    let (a, b) = (region("a"), region("b"));
+    a.create_container("db", "c", "/pk").expect("container");
+    let filler = "x".repeat(1 << 20);
+    for i in 0..40 {
+        a.create_item(
+            "db",
+            "c",
+            json!({"id": format!("i{i}"), "pk": "p", "f": filler}),
+        )
+        .expect("write");
+    }
+    let mut cursor = Cursor::START;
+    let mut batches = 0;
+    loop {
+        let batch = a.read_log(cursor, 500).expect("read");
+        let bytes: usize = batch
+            .versions
+            .iter()
+            .map(|v| v.body.as_ref().map_or(0, String::len))
+            .sum();
+        assert!(
+            bytes <= converge_core::MAX_BATCH_BYTES,
+            "a batch of {bytes} body bytes"
+        );
+        b.apply_batch(&batch).expect("apply");
+        batches += 1;
+        cursor = batch.next;
+        if !batch.more {
+            break;
+        }
+        assert!(batches < 100, "the log never ends");
+    }
+    assert!(batches >= 3, "40 MiB came in {batches} batches");
+    let listed = b.list_items("db", "c", None, None, 100).expect("list");
+    assert_eq!(listed.items.len(), 40);
+}

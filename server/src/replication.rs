@@ -47,8 +47,10 @@ const PULL_MAX: usize = 500;
 /// Backoff bounds while a peer is down.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// The largest batch body read (bytes).
-const MAX_BATCH_BYTES: u64 = 1 << 30;
+/// The largest batch body read (bytes): a peer's batch holds at most
+/// `converge_core::MAX_BATCH_BYTES` of log entries, plus one version, plus the wire's framing
+/// and region names; four times the cap leaves room and still bounds a broken peer.
+const MAX_BATCH_BYTES: u64 = 4 * converge_core::MAX_BATCH_BYTES as u64;
 
 /// Pulls from `peer` into the state's store until `stop` is set.
 pub fn pull_loop(state: &AppState, peer: Peer, stop: Arc<AtomicBool>) {

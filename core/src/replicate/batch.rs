@@ -9,6 +9,10 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// Version of the replication protocol this binary speaks.
 pub const PROTOCOL_FORMAT: u32 = 1;
+
+/// The most stored log bytes one batch carries: `Store::read_log` stops before passing it,
+/// though a batch always carries at least one version (an item may be 2 MiB).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 const MAGIC: &[u8; 4] = b"CVB1";
 
 /// A position in a peer's log: the peer's incarnation when it was read, and the last log

@@ -7,7 +7,7 @@ use super::defs::{self, load_item};
 use super::items::{decode_hex, encode_hex, render};
 use crate::causal::Incarnation;
 use crate::feed::{Change, ConflictRecord, Page};
-use crate::replicate::{Batch, Cursor, Version};
+use crate::replicate::{Batch, Cursor, MAX_BATCH_BYTES, Version};
 use crate::{Error, Result};
 
 /// What applying a batch did.
@@ -154,7 +154,8 @@ impl Store {
         })
     }
 
-    /// Reads up to `max` durable versions of this region's log after `since`. When this store
+    /// Reads up to `max` durable versions of this region's log after `since`, and no more
+    /// than [`MAX_BATCH_BYTES`] of them (always at least one). When this store
     /// has restarted since the cursor was issued, reading resumes from where the later
     /// incarnations began if that is earlier, so nothing is skipped.
     pub fn read_log(&self, since: Cursor, max: usize) -> Result<Batch> {
@@ -184,8 +185,15 @@ impl Store {
                 let end = (durable + 1).to_be_bytes();
                 let max = max.max(1);
                 let rows = kv.scan(Table::Log, &(from + 1).to_be_bytes(), Some(&end), max)?;
-                let full = rows.len() == max;
+                let mut full = rows.len() == max;
+                let mut bytes = 0;
                 for (k, v) in rows {
+                    // Bodies are up to 2 MiB: a count alone could make a batch of a gigabyte.
+                    if !versions.is_empty() && bytes + v.len() > MAX_BATCH_BYTES {
+                        full = true;
+                        break;
+                    }
+                    bytes += v.len();
                     next = u64::from_be_bytes(
                         k.as_slice()
                             .try_into()
