@@ -4,7 +4,7 @@
 //! Every call runs on a fresh instance that the host discards afterwards, so memory given out
 //! here is never freed: leaking is the cheapest correct allocator for a one-shot instance.
 //!
-//! On wasm32 the SDK also installs [`BumpAllocator`] as the global allocator (cargo feature
+//! On wasm32 the SDK also installs `BumpAllocator` as the global allocator (cargo feature
 //! `allocator`, on by default): allocation is a pointer bump in a zeroed arena that is part of
 //! the module's initial memory, so a typical call never grows memory and touches only the
 //! pages it uses, which is what makes a fresh instance per call cheap.
