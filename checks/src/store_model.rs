@@ -147,7 +147,11 @@ enum Op {
         c: u8,
         page: u8,
     },
-    Reopen,
+    /// Closes and reopens the store when `now` is below 64: a quarter of the time, as a close
+    /// and an open of redb cost more than the rest of a run.
+    Reopen {
+        now: u8,
+    },
 }
 
 /// A live item in the model.
@@ -254,7 +258,10 @@ pub fn run(data: &[u8]) -> BTreeMap<String, usize> {
     let mut reached = BTreeMap::new();
     for (step, op) in ops.iter().enumerate() {
         let context = format!("step {step}: {op:?}");
-        let outcome = if let Op::Reopen = op {
+        let outcome = if let Op::Reopen { now } = op {
+            if *now >= 64 {
+                continue;
+            }
             drop(store);
             store = open(&dir);
             compare_all(&store, &model, &context);
@@ -410,7 +417,7 @@ fn apply(
                 }
             }
         }
-        Op::Reopen => Ok(()),
+        Op::Reopen { .. } => Ok(()),
     }
 }
 
