@@ -235,52 +235,60 @@ impl Metrics {
                 Some(l.1),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP converge_peer_versions_applied_total Versions applied from each peer.\n# TYPE converge_peer_versions_applied_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP converge_peer_errors_total Failed pulls from each peer.\n# TYPE converge_peer_errors_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP converge_peer_lag_seconds Age of the newest version pulled from each peer when the pull caught up.\n# TYPE converge_peer_lag_seconds gauge"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP converge_peer_up Whether the last pull from each peer succeeded.\n# TYPE converge_peer_up gauge"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP converge_peer_fingerprint_mismatch Whether a peer runs another engine (converge, wasmtime, architecture).\n# TYPE converge_peer_fingerprint_mismatch gauge"
-        );
+        // Per peer, one family at a time: the exposition format wants a family's lines together.
         if let Ok(p) = self.peers.lock() {
-            for (peer, s) in p.iter() {
-                let l = format!("region=\"{r}\",peer=\"{peer}\"");
-                let _ = writeln!(
-                    out,
-                    "converge_peer_versions_applied_total{{{l}}} {}",
-                    s.applied
-                );
-                let _ = writeln!(out, "converge_peer_errors_total{{{l}}} {}", s.errors);
-                let _ = writeln!(out, "converge_peer_lag_seconds{{{l}}} {}", s.lag_seconds);
-                let _ = writeln!(out, "converge_peer_up{{{l}}} {}", u8::from(s.up));
-                let _ = writeln!(
-                    out,
-                    "converge_peer_fingerprint_mismatch{{{l}}} {}",
-                    u8::from(s.fingerprint_mismatch)
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP converge_peer_replication_lag_seconds Time from a version's write (its HLC) to its application here.\n# TYPE converge_peer_replication_lag_seconds histogram"
-        );
-        if let Ok(p) = self.peers.lock() {
+            let family = |out: &mut String,
+                          name: &str,
+                          kind: &str,
+                          help: &str,
+                          value: fn(&PeerStats) -> String| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (peer, s) in p.iter() {
+                    let _ = writeln!(out, "{name}{{region=\"{r}\",peer=\"{peer}\"}} {}", value(s));
+                }
+            };
+            family(
+                &mut out,
+                "converge_peer_versions_applied_total",
+                "counter",
+                "Versions applied from each peer.",
+                |s| s.applied.to_string(),
+            );
+            family(
+                &mut out,
+                "converge_peer_errors_total",
+                "counter",
+                "Failed pulls from each peer.",
+                |s| s.errors.to_string(),
+            );
+            family(
+                &mut out,
+                "converge_peer_lag_seconds",
+                "gauge",
+                "Age of the newest version pulled from each peer when the pull caught up.",
+                |s| s.lag_seconds.to_string(),
+            );
+            family(
+                &mut out,
+                "converge_peer_up",
+                "gauge",
+                "Whether the last pull from each peer succeeded.",
+                |s| u8::from(s.up).to_string(),
+            );
+            family(
+                &mut out,
+                "converge_peer_fingerprint_mismatch",
+                "gauge",
+                "Whether a peer runs another engine (converge, wasmtime, architecture).",
+                |s| u8::from(s.fingerprint_mismatch).to_string(),
+            );
+            let name = "converge_peer_replication_lag_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Time from a version's write (its HLC) to its application here.\n# TYPE {name} histogram"
+            );
             for (peer, s) in p.iter() {
                 let labels = format!("region=\"{r}\",peer=\"{peer}\"");
-                let name = "converge_peer_replication_lag_seconds";
                 write_histogram(
                     &mut out,
                     name,
@@ -319,5 +327,40 @@ impl ResolverHost for MeteredResolvers {
 
     fn install(&self, container: &str, name: &str, module: &[u8]) -> Result<String, String> {
         ResolverHost::install(&self.inner, container, name, module)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With several peers, each metric family's samples stand together under its `# TYPE`
+    /// line, as the exposition format requires.
+    #[test]
+    fn each_family_is_one_group() {
+        let metrics = Metrics::default();
+        for peer in ["east", "north"] {
+            metrics.replicated(peer, 2, &[1_000, 2_000], 3_000, false);
+            metrics.peer(peer, |p| p.up = true);
+        }
+        let text = metrics.render("west", &converge_core::StoreStats::default(), 0);
+        let mut done = std::collections::BTreeSet::new();
+        let mut current = String::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name)
+                .to_owned();
+            if family != current {
+                assert!(
+                    done.insert(family.clone()),
+                    "{family} comes in two groups:\n{text}"
+                );
+                current = family;
+            }
+        }
+        assert!(text.contains("converge_peer_up{region=\"west\",peer=\"north\"} 1"));
     }
 }
