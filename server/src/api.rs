@@ -133,15 +133,6 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         .await
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    let code = match status {
-        StatusCode::BAD_REQUEST => "BadRequest",
-        StatusCode::NOT_FOUND => "NotFound",
-        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
-        s if s.is_server_error() => "InternalServerError",
-        _ => "BadRequest",
-    };
     let message = if text.trim().is_empty() {
         status
             .canonical_reason()
@@ -150,12 +141,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     } else {
         text
     };
-    ApiError {
-        status,
-        code,
-        message,
-    }
-    .into_response()
+    ApiError::new(status, message).into_response()
 }
 
 /// Compares keys in time independent of where they differ.

@@ -17,76 +17,69 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// 400 `BadRequest`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    /// An error of `status`, with the contract's code for it.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = match status {
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+            StatusCode::CONFLICT => "Conflict",
+            StatusCode::PRECONDITION_FAILED => "PreconditionFailed",
+            StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+            s if s.is_server_error() => "InternalServerError",
+            _ => "BadRequest",
+        };
         ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "BadRequest",
+            status,
+            code,
             message: message.into(),
         }
+    }
+
+    /// 400 `BadRequest`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
     }
 
     /// 404 `NotFound`.
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            code: "NotFound",
-            message: message.into(),
-        }
+        Self::new(StatusCode::NOT_FOUND, message)
     }
 
     /// 401 `Unauthorized`.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "Unauthorized",
-            message: message.into(),
-        }
+        Self::new(StatusCode::UNAUTHORIZED, message)
     }
 
     /// 413 `RequestEntityTooLarge`.
     pub fn too_large(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "RequestEntityTooLarge",
-            message: message.into(),
-        }
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
     }
 
     /// 500 `InternalServerError`.
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "InternalServerError",
-            message: message.into(),
-        }
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        let message = e.to_string();
-        let (status, code) = match e {
+        let status = match e {
             Error::InvalidInput(_)
             | Error::InvalidDefinition(_)
             | Error::InvalidModule(_)
             | Error::InvalidToken(_)
-            | Error::CorruptBatch(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
-            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+            | Error::CorruptBatch(_) => StatusCode::BAD_REQUEST,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnknownContainer { .. } | Error::NotFound { .. } | Error::UnknownConflict(_) => {
-                (StatusCode::NOT_FOUND, "NotFound")
+                StatusCode::NOT_FOUND
             }
-            Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "Conflict"),
-            Error::PreconditionFailed { .. } => {
-                (StatusCode::PRECONDITION_FAILED, "PreconditionFailed")
-            }
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError"),
+            Error::AlreadyExists { .. } => StatusCode::CONFLICT,
+            Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError {
-            status,
-            code,
-            message,
-        }
+        Self::new(status, e.to_string())
     }
 }
 
