@@ -103,10 +103,7 @@ impl WasmResolvers {
         input: &[u8],
         limits: &ResolverLimits,
     ) -> Result<CallReport, ModuleError> {
-        let engine = super::engine::engines()
-            .get(limits.stack_bytes)
-            .map_err(|e| ModuleError::Invalid(e.to_string()))?;
-        let module = ResolverModule::compile_unversioned(&engine, bytes)?;
+        let module = ResolverModule::compile_unversioned(bytes, limits.stack_bytes)?;
         Ok(call(&module, input, limits, self.watchdog))
     }
 

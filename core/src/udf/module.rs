@@ -4,7 +4,7 @@ use super::call::CallState;
 use super::engine::engines;
 use std::collections::HashMap;
 use thiserror::Error;
-use wasmtime::{Engine, ExternType, FuncType, Linker, Module, ValType};
+use wasmtime::{ExternType, FuncType, Linker, Module, ValType};
 use xxhash_rust::xxh3::xxh3_128;
 
 /// The ABI version this host implements.
@@ -120,8 +120,8 @@ impl ResolverModule {
         cache().get_or_compile(hash, bytes, stack_bytes)
     }
 
-    pub(crate) fn compile_with(engine: &Engine, bytes: &[u8]) -> Result<Self, ModuleError> {
-        let this = Self::compile_unversioned(engine, bytes)?;
+    fn compile_uncached(bytes: &[u8], stack_bytes: u64) -> Result<Self, ModuleError> {
+        let this = Self::compile_unversioned(bytes, stack_bytes)?;
         match super::call::abi_version(&this) {
             Ok(ABI_VERSION) => Ok(this),
             Ok(v) => Err(ModuleError::AbiVersion(v)),
@@ -130,12 +130,16 @@ impl ResolverModule {
     }
 
     /// Every check of [`compile`](Self::compile) but calling `converge_abi_version`.
-    pub(crate) fn compile_unversioned(engine: &Engine, bytes: &[u8]) -> Result<Self, ModuleError> {
+    /// Not cached: for generated modules, each seen once.
+    pub(crate) fn compile_unversioned(bytes: &[u8], stack_bytes: u64) -> Result<Self, ModuleError> {
         if !bytes.starts_with(b"\0asm") {
             return Err(ModuleError::Invalid(
                 "it does not start with the WebAssembly magic bytes".into(),
             ));
         }
+        let engine = &engines()
+            .get(stack_bytes)
+            .map_err(|e| ModuleError::Invalid(e.to_string()))?;
         let module = Module::from_binary(engine, bytes)
             .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
         for import in module.imports() {
@@ -212,10 +216,7 @@ impl ModuleCache {
         if let Some(m) = self.0.read().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(m);
         }
-        let engine = engines()
-            .get(stack_bytes)
-            .map_err(|e| ModuleError::Invalid(e.to_string()))?;
-        let m = ResolverModule::compile_with(&engine, bytes)?;
+        let m = ResolverModule::compile_uncached(bytes, stack_bytes)?;
         if let Ok(mut map) = self.0.write() {
             map.insert(key, m.clone());
         }
