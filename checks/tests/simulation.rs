@@ -5,31 +5,16 @@
 //! with their conflicts in the feed.
 
 use converge_checks::converge::{RESOLVERS, resolver_config};
-use converge_core::sim::run;
+use converge_core::sim::run_seeds;
 
 fn seeds(name: &'static str, n: u64) -> Vec<converge_core::sim::SimReport> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    (t..n)
-                        .step_by(threads as usize)
-                        .map(|seed| {
-                            let mut c = resolver_config(name, seed);
-                            c.durable = seed.is_multiple_of(20);
-                            c.drops = false;
-                            run(&c).unwrap_or_else(|f| panic!("{name}: {f}"))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a seed panicked"))
-            .collect()
-    })
+    let make = |seed: u64| {
+        let mut c = resolver_config(name, seed);
+        c.durable = seed.is_multiple_of(20);
+        c.drops = false;
+        c
+    };
+    run_seeds(n, make).unwrap_or_else(|f| panic!("{name}: {f}"))
 }
 
 #[test]

@@ -3,10 +3,9 @@
 //! `CONVERGE_SIM_SEEDS` sets how many seeds per policy (default 5,000: 10,000 in all);
 //! `CONVERGE_SIM_SEED` replays one seed, printing its trace.
 
-use converge_core::sim::{SimConfig, SimPolicy, run};
+use converge_core::sim::{SimConfig, SimPolicy, run, run_seeds};
 use converge_core::{Outcome, ResolveRequest, ResolverHost};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A deterministic custom resolver that exercises every outcome: merges when the versions'
 /// `n` sum is even, picks the last version when it is 1 mod 4, deletes on 3 mod 8, and fails
@@ -76,38 +75,8 @@ fn sweep_with(what: &str, n: u64, make: impl Fn(u64) -> SimConfig + Sync) {
         }
         return;
     }
-    let next = AtomicU64::new(0);
-    let conflicts = AtomicU64::new(0);
-    let failure = std::sync::Mutex::new(None);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= n || failure.lock().map(|f| f.is_some()).unwrap_or(true) {
-                        break;
-                    }
-                    match run(&make(seed)) {
-                        Ok(r) => {
-                            conflicts.fetch_add(r.items_in_conflict as u64, Ordering::Relaxed);
-                        }
-                        Err(f) => {
-                            if let Ok(mut slot) = failure.lock() {
-                                slot.get_or_insert(f.to_string());
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(f) = failure.into_inner().ok().flatten() {
-        panic!("{f}");
-    }
-    let conflicts = conflicts.into_inner();
+    let reports = run_seeds(n, make).unwrap_or_else(|f| panic!("{f}"));
+    let conflicts: usize = reports.iter().map(|r| r.items_in_conflict).sum();
     println!("{n} seeds of {what} converged; {conflicts} items ended in conflict");
     // The workload must actually produce conflicts, or the sweep proves little.
     assert!(n < 50 || conflicts > 0, "no seed produced a conflict");
