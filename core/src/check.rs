@@ -34,6 +34,7 @@
 use crate::Hlc;
 use crate::model::{PartitionKey, ResolverLimits};
 use crate::resolve::lww::canonical_order;
+use crate::resolve::reason::{self, ReasonKind};
 use crate::resolve::{CanonicalVersion, LwwKey, Outcome, ResolveRequest, check_answer};
 use crate::sim::{Rng, SimConfig, SimPolicy};
 use crate::udf::{ModuleError, WasmResolvers, abi_input};
@@ -335,7 +336,7 @@ pub fn check_resolver(
             host.call(&hash, &input, &options.limits),
         ) else {
             // Installed above, so never: a missing module would be reported like this.
-            note(FindingKind::Trap, "resolver missing".into(), &input);
+            note(FindingKind::Trap, reason::RESOLVER_MISSING.into(), &input);
             continue;
         };
         fuel.extend([first.fuel_used, second.fuel_used]);
@@ -375,18 +376,22 @@ pub fn check_resolver(
                 decisions.delete += 1;
                 None
             }
-            Outcome::Failed(reason) => {
-                let kind = if reason.starts_with("deferred: ") {
-                    decisions.defer += 1;
-                    FindingKind::Deferred
-                } else if reason.starts_with("invalid output") {
-                    decisions.failed += 1;
-                    FindingKind::InvalidAnswer
-                } else {
-                    decisions.failed += 1;
-                    FindingKind::Trap
+            Outcome::Failed(why) => {
+                let kind = match reason::kind(why) {
+                    Some(ReasonKind::Deferred) => {
+                        decisions.defer += 1;
+                        FindingKind::Deferred
+                    }
+                    Some(ReasonKind::InvalidOutput) => {
+                        decisions.failed += 1;
+                        FindingKind::InvalidAnswer
+                    }
+                    _ => {
+                        decisions.failed += 1;
+                        FindingKind::Trap
+                    }
                 };
-                note(kind, reason.clone(), &input);
+                note(kind, why.clone(), &input);
                 continue;
             }
             Outcome::Interrupted => {

@@ -56,7 +56,7 @@ pub use model::{
 };
 pub use replicate::{Batch, Cursor, MAX_BATCH_BYTES, PROTOCOL_FORMAT, Version};
 pub use resolve::{
-    CanonicalVersion, LwwKey, NoResolvers, NumberKey, Outcome, ResolveRequest, ResolverHost,
+    CanonicalVersion, LwwKey, NoResolvers, NumberKey, Outcome, ResolveRequest, ResolverHost, reason,
 };
 pub use store::{
     ApplyReport, DEFAULT_CACHE_BYTES, Durability, Item, ItemState, STORE_FILE, Store, StoreOptions,

@@ -2,6 +2,7 @@
 
 pub(crate) mod lww;
 mod policy;
+pub mod reason;
 
 pub use lww::{LwwKey, NumberKey};
 pub use policy::{CanonicalVersion, NoResolvers, Outcome, ResolveRequest, ResolverHost};

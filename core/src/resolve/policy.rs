@@ -1,5 +1,6 @@
 //! Dispatch on the container's policy, and the outcome of a resolution.
 
+use super::reason;
 use crate::model::{ConflictPolicy, MAX_ITEM_BYTES, PartitionKey, ResolverLimits};
 use serde_json::Value;
 
@@ -77,7 +78,7 @@ pub struct NoResolvers;
 
 impl ResolverHost for NoResolvers {
     fn resolve(&self, _: &ResolveRequest<'_>) -> Outcome {
-        Outcome::Failed("resolver missing".into())
+        Outcome::Failed(reason::RESOLVER_MISSING.into())
     }
 }
 
@@ -96,7 +97,7 @@ pub(crate) fn decide(
     }
     match policy {
         ConflictPolicy::Lww { .. } => Outcome::Pick(0),
-        ConflictPolicy::Manual => Outcome::Failed("manual policy".into()),
+        ConflictPolicy::Manual => Outcome::Failed(reason::MANUAL_POLICY.into()),
         ConflictPolicy::Custom {
             resolver,
             hash,
@@ -132,9 +133,9 @@ pub(crate) fn check_answer(
     pk_path: &str,
 ) -> Outcome {
     match outcome {
-        Outcome::Pick(i) if i >= versions => Outcome::Failed(format!(
-            "invalid output: pick {i} is out of range for {versions} versions"
-        )),
+        Outcome::Pick(i) if i >= versions => Outcome::Failed(reason::invalid_output(format_args!(
+            "pick {i} is out of range for {versions} versions"
+        ))),
         Outcome::Merge(body) => check_merge(body, id, partition_key, pk_path),
         other => other,
     }
@@ -142,23 +143,25 @@ pub(crate) fn check_answer(
 
 fn check_merge(body: String, id: &str, pk: &PartitionKey, pk_path: &str) -> Outcome {
     if body.len() > MAX_ITEM_BYTES {
-        return Outcome::Failed("invalid output: merged item over the item size limit".into());
+        return Outcome::Failed(reason::invalid_output(
+            "merged item over the item size limit",
+        ));
     }
     let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(&body) else {
-        return Outcome::Failed("invalid output: merge is not a JSON object".into());
+        return Outcome::Failed(reason::invalid_output("merge is not a JSON object"));
     };
     crate::model::strip_system_properties(&mut obj);
     if obj.get("id").and_then(Value::as_str) != Some(id) {
-        return Outcome::Failed("invalid output: merge changes the id".into());
+        return Outcome::Failed(reason::invalid_output("merge changes the id"));
     }
     let obj = Value::Object(obj);
     match obj.pointer(pk_path).map(PartitionKey::from_value) {
         Some(Ok(p)) if &p == pk => {}
-        _ => return Outcome::Failed("invalid output: merge changes the partition key".into()),
+        _ => return Outcome::Failed(reason::invalid_output("merge changes the partition key")),
     }
     match serde_json::to_string(&obj) {
         Ok(s) => Outcome::Merge(s),
-        Err(e) => Outcome::Failed(format!("invalid output: {e}")),
+        Err(e) => Outcome::Failed(reason::invalid_output(e)),
     }
 }
 

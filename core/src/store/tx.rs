@@ -14,7 +14,7 @@ use crate::causal::{Clock, Context, Dot, Hlc, Writer};
 use crate::feed::{ConflictRecord, ConflictStatus};
 use crate::model::{ConflictPolicy, ContainerDef, CreationId, ItemKey, Operation, SYSTEM_CREATION};
 use crate::replicate::Version;
-use crate::resolve::{CanonicalVersion, LwwKey, Outcome, decide};
+use crate::resolve::{CanonicalVersion, LwwKey, Outcome, decide, reason};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use xxhash_rust::xxh3::Xxh3;
@@ -626,13 +626,13 @@ impl<'a> Tx<'a> {
                 let mut r = hidden(Some((database.as_str(), name.as_str())));
                 for (i, s) in rec.siblings.iter().enumerate().filter(|(_, s)| !s.deleted) {
                     let mut h = Xxh3::new();
-                    h.update(b"container replaced");
+                    h.update(reason::CONTAINER_REPLACED.as_bytes());
                     h.update(&cid.0.to_be_bytes());
                     hash_dot(&mut h, &self.wire_dot(s.actor, s.counter));
                     r.open.push(OpenRecord {
                         id: h.digest128(),
                         sibling: i,
-                        reason: "container replaced".into(),
+                        reason: reason::CONTAINER_REPLACED.into(),
                     });
                 }
                 return Ok(r);

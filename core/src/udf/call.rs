@@ -3,7 +3,7 @@
 
 use super::module::ResolverModule;
 use crate::model::ResolverLimits;
-use crate::resolve::Outcome;
+use crate::resolve::{Outcome, reason};
 use serde_json::Value;
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter, Store, Trap};
 
@@ -160,16 +160,14 @@ pub(crate) fn define_imports(linker: &mut Linker<CallState>) -> wasmtime::Result
 
 fn trap_reason(err: &wasmtime::Error, state: &CallState) -> String {
     match err.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => "out of fuel".into(),
-        Some(Trap::StackOverflow) => "stack overflow".into(),
-        _ if state.memory_refused => "memory limit".into(),
-        _ if state.panic.is_some() => {
-            format!("trap: {}", state.panic.as_deref().unwrap_or_default())
-        }
-        Some(Trap::UnreachableCodeReached) => "trap: unreachable".into(),
-        Some(t) => format!("trap: {t}"),
+        Some(Trap::OutOfFuel) => reason::OUT_OF_FUEL.into(),
+        Some(Trap::StackOverflow) => reason::STACK_OVERFLOW.into(),
+        _ if state.memory_refused => reason::MEMORY_LIMIT.into(),
+        _ if state.panic.is_some() => reason::trap(state.panic.as_deref().unwrap_or_default()),
+        Some(Trap::UnreachableCodeReached) => reason::trap("unreachable"),
+        Some(t) => reason::trap(t),
         // Not a trap: instantiation refused (for example an initial memory over the limit).
-        None => format!("trap: {}", err.root_cause()),
+        None => reason::trap(err.root_cause()),
     }
 }
 
@@ -198,7 +196,7 @@ fn new_store(module: &ResolverModule, limits: &ResolverLimits) -> Result<Store<C
 
 /// Parses a resolver's answer.
 pub(crate) fn parse_output(out: &[u8]) -> Outcome {
-    let invalid = |why: &str| Outcome::Failed(format!("invalid output: {why}"));
+    let invalid = |why: &str| Outcome::Failed(reason::invalid_output(why));
     let Ok(v) = serde_json::from_slice::<Value>(out) else {
         return invalid("not JSON");
     };
@@ -219,7 +217,7 @@ pub(crate) fn parse_output(out: &[u8]) -> Outcome {
         ("merge", _) => invalid("merge must be a JSON object"),
         ("delete", Value::Bool(true)) => Outcome::Delete,
         ("delete", _) => invalid("delete must be true"),
-        ("defer", Value::String(reason)) => Outcome::Failed(format!("deferred: {reason}")),
+        ("defer", Value::String(why)) => Outcome::Failed(reason::deferred(why)),
         ("defer", _) => invalid("defer must be a string"),
         (other, _) => invalid(&format!("unknown answer {other:?}")),
     }
@@ -233,12 +231,12 @@ pub(crate) fn call(
     watchdog: std::time::Duration,
 ) -> CallReport {
     if input.len() as u64 > limits.input_bytes || input.len() > i32::MAX as usize {
-        return CallReport::failed("input too large".into());
+        return CallReport::failed(reason::INPUT_TOO_LARGE.into());
     }
     let mut clock = Phases::start();
     let mut store = match new_store(module, limits) {
         Ok(s) => s,
-        Err(e) => return CallReport::failed(format!("trap: {e}")),
+        Err(e) => return CallReport::failed(reason::trap(e)),
     };
     let ticks = watchdog.as_millis() / super::engine::WATCHDOG_TICK.as_millis().max(1);
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
@@ -299,19 +297,19 @@ fn run(
         instance.get_typed_func::<i32, i32>(&mut *store, "converge_alloc"),
         instance.get_typed_func::<(i32, i32), i64>(&mut *store, "converge_resolve"),
     ) else {
-        return Outcome::Failed("trap: the module lacks an ABI export".into());
+        return Outcome::Failed(reason::trap("the module lacks an ABI export"));
     };
     clock.lap(|t| &mut t.instantiate);
     let len = input.len() as i32;
     let ptr = match alloc.call(&mut *store, len) {
-        Ok(0) => return Outcome::Failed("memory limit".into()),
+        Ok(0) => return Outcome::Failed(reason::MEMORY_LIMIT.into()),
         Ok(p) => p as u32 as usize,
         Err(e) => return fail(e, store),
     };
     if memory.write(&mut *store, ptr, input).is_err() {
-        return Outcome::Failed(
-            "invalid output: converge_alloc returned memory out of bounds".into(),
-        );
+        return Outcome::Failed(reason::invalid_output(
+            "converge_alloc returned memory out of bounds",
+        ));
     }
     clock.lap(|t| &mut t.input);
     let packed = match resolve.call(&mut *store, (ptr as i32, len)) {
@@ -321,14 +319,14 @@ fn run(
     clock.lap(|t| &mut t.run);
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     if out_len as u64 > limits.output_bytes {
-        return Outcome::Failed("invalid output: too large".into());
+        return Outcome::Failed(reason::invalid_output("too large"));
     }
     match memory
         .data(&*store)
         .get(out_ptr..out_ptr.saturating_add(out_len))
     {
         Some(out) if out_ptr.checked_add(out_len).is_some() => parse_output(out),
-        _ => Outcome::Failed("invalid output: out of bounds".into()),
+        _ => Outcome::Failed(reason::invalid_output("out of bounds")),
     }
 }
 

@@ -3,7 +3,7 @@
 use super::call::{CallReport, call};
 use super::module::{ModuleError, ResolverModule};
 use crate::model::ResolverLimits;
-use crate::resolve::{Outcome, ResolveRequest, ResolverHost};
+use crate::resolve::{Outcome, ResolveRequest, ResolverHost, reason};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -114,7 +114,7 @@ impl WasmResolvers {
         Some(
             match ResolverModule::compile_known(hash, &bytes, limits.stack_bytes) {
                 Ok(module) => call(&module, input, limits, self.watchdog),
-                Err(e) => CallReport::failed(format!("trap: {e}")),
+                Err(e) => CallReport::failed(reason::trap(e)),
             },
         )
     }
@@ -125,7 +125,7 @@ impl WasmResolvers {
             None => self.hash_of(req.container, req.resolver),
         };
         hash.and_then(|h| self.call(&h, &abi_input(req), req.limits))
-            .unwrap_or_else(|| CallReport::failed("resolver missing".into()))
+            .unwrap_or_else(|| CallReport::failed(reason::RESOLVER_MISSING.into()))
     }
 }
 
