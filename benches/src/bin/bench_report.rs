@@ -2,6 +2,7 @@
 //! measured in the same run. Run `cargo bench -p converge-benches` first.
 
 use anyhow::{Context, Result};
+use clap::Parser;
 use std::path::{Path, PathBuf};
 
 fn median_ns(root: &Path, group: &str, bench: &str) -> Result<f64> {
@@ -18,11 +19,17 @@ fn median_ns(root: &Path, group: &str, bench: &str) -> Result<f64> {
         .context("no median in estimates.json")
 }
 
+/// Prints each benchmark against the baseline measured in the same run, from criterion's
+/// results (run `cargo bench -p converge-benches` first).
+#[derive(Parser)]
+struct Args {
+    /// Criterion's output folder.
+    #[arg(default_value = "target/criterion")]
+    root: PathBuf,
+}
+
 fn main() -> Result<()> {
-    let root = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/criterion"));
+    let Args { root } = Args::parse();
     let rows = [
         (
             "apply_lww_memory",

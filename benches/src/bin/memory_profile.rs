@@ -2,19 +2,24 @@
 //! stored per item. Prints a table; `--versions N` (default 1,000,000).
 
 use anyhow::Result;
+use clap::Parser;
 use converge_benches::{CONTAINER, DB, item, peak_rss_kib, remote_versions};
 use converge_core::{
     Context, Dot, Hlc, Incarnation, ItemKey, Operation, PartitionKey, RegionId, Store,
     StoreOptions, Version,
 };
 
+/// Peak memory while applying remote versions to a durable store, and the causal metadata
+/// stored per item.
+#[derive(Parser)]
+struct Args {
+    /// Remote versions to apply.
+    #[arg(long, default_value_t = 1_000_000)]
+    versions: usize,
+}
+
 fn main() -> Result<()> {
-    let total: usize = std::env::args()
-        .skip_while(|a| a != "--versions")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
+    let total = Args::parse().versions;
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path(), "west", StoreOptions::new())?;
     let definition = remote_versions("east", 1, 1, 1024);

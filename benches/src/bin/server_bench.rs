@@ -7,6 +7,7 @@
 //! client, default 100).
 
 use anyhow::{Context, Result};
+use clap::Parser;
 use converge_core::{ConflictPolicy, Durability, Store, StoreOptions};
 use converge_server::ServeConfig;
 use converge_server::replication::Peer;
@@ -222,13 +223,18 @@ fn applied_from_west(a: &ureq::Agent, url: &str) -> Result<u64> {
         .unwrap_or(0))
 }
 
+/// One region under concurrent HTTP clients on loopback against the same store in-process,
+/// the replication lag to a second region, and a fresh region's catch-up rate. The number of
+/// clients is `CLIENTS` in the environment (default 64).
+#[derive(Parser)]
+struct Args {
+    /// Writes per client.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    writes: u32,
+}
+
 fn main() -> Result<()> {
-    let per_client: usize = std::env::args()
-        .skip_while(|a| a != "--writes")
-        .nth(1)
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(100);
+    let per_client = Args::parse().writes as usize;
     let writes = per_client * *CLIENTS;
     let dir = tempfile::tempdir()?;
 
