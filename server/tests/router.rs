@@ -9,6 +9,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
+/// A memory store with container `db/c` on `/pk`, and the router's state over it.
+fn region_with_container() -> (Arc<Store>, AppState) {
+    let store = Arc::new(Store::memory("west", Default::default()).expect("store"));
+    store
+        .put_container("db", "c", "/pk", ConflictPolicy::default())
+        .expect("container");
+    let state = AppState::new(store.clone(), Arc::new(Metrics::default()));
+    (store, state)
+}
+
 async fn log(state: &AppState, cursor: Cursor, wait_ms: u64) -> Batch {
     let uri = format!("/_replication/log?cursor={cursor}&wait={wait_ms}");
     let resp = router(state.clone())
@@ -24,11 +34,7 @@ async fn log(state: &AppState, cursor: Cursor, wait_ms: u64) -> Batch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caught_up_log_request_waits_for_the_next_write_and_no_longer() {
-    let store = Arc::new(Store::memory("west", Default::default()).expect("store"));
-    store
-        .put_container("db", "c", "/pk", ConflictPolicy::default())
-        .expect("container");
-    let state = AppState::new(store.clone(), Arc::new(Metrics::default()));
+    let (_store, state) = region_with_container();
     let end = log(&state, Cursor::START, 0).await.next;
 
     // Nothing new: the answer comes after the wait, empty.
@@ -62,11 +68,7 @@ async fn a_caught_up_log_request_waits_for_the_next_write_and_no_longer() {
 /// while it is read, and nothing is written.
 #[tokio::test]
 async fn a_body_over_the_limit_without_a_length_is_refused_while_read() {
-    let store = Arc::new(Store::memory("west", Default::default()).expect("store"));
-    store
-        .put_container("db", "c", "/pk", ConflictPolicy::default())
-        .expect("container");
-    let state = AppState::new(store.clone(), Arc::new(Metrics::default()));
+    let (store, state) = region_with_container();
     let filler = "x".repeat(3 << 20);
     let item = serde_json::json!({"id": "big", "pk": "a", "filler": filler}).to_string();
     let request = Request::post("/dbs/db/colls/c/docs")
