@@ -1,5 +1,6 @@
 //! The reasons a conflict goes to the conflicts feed, in the words of the ABI
-//! (`docs/abi.md`, "Limits") and the design (`docs/design.md`, "Conflicts feed").
+//! (`docs/abi.md`, "Output" and "Limits"; `core/tests/reasons_documented.rs` keeps the two
+//! the same).
 //!
 //! Applications match on these texts, so they are part of the contract: every
 //! reason the store writes is built here, and [`kind`] tells which one a text is.
