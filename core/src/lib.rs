@@ -64,5 +64,6 @@ pub use store::{
 };
 pub use udf::{
     ABI_VERSION, CallReport, CallTimings, DEFAULT_WATCHDOG, EngineFingerprint, MAX_LOG_BYTES,
-    MAX_MEMORY_LIMIT, ModuleError, ResolverModule, WasmResolvers, content_hash,
+    MAX_MEMORY_LIMIT, MAX_STACK_LIMIT, ModuleError, ResolverModule, WasmResolvers, content_hash,
+    effective_stack, engine_count,
 };

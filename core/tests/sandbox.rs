@@ -99,6 +99,125 @@ fn decisions_come_back() {
     ));
 }
 
+/// Regression (issue 10, defect 6): a call whose memory growth was refused and that then ran
+/// out of fuel or overflowed its stack was reported as `out of fuel` or `stack overflow`; the
+/// ABI says any trap after a refused growth is `memory limit`.
+#[test]
+fn a_trap_after_a_refused_memory_growth_is_memory_limit() {
+    let grow_refused = "(drop (memory.grow (i32.const 100000)))";
+    let cases = [
+        (format!("{grow_refused} (loop $l (br $l)) (i64.const 0)"), ""),
+        (
+            format!("{grow_refused} (call $deep (i64.const 0))"),
+            "(func $deep (param i64) (result i64) (call $deep (i64.add (local.get 0) (i64.const 1))))",
+        ),
+        (format!("{grow_refused} (unreachable)"), ""),
+    ];
+    for (body, extra) in cases {
+        assert_eq!(
+            failed(run(&module("", "", &body, extra))),
+            "memory limit",
+            "{body}"
+        );
+    }
+    // A refused growth the guest recovers from is no failure.
+    let recovers = format!(
+        "{grow_refused} (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"
+    );
+    assert_eq!(
+        run(&module("", r#"{\"pick\":1}"#, &recovers, "")),
+        Outcome::Pick(1)
+    );
+}
+
+/// Regression (issue 10, defect 9): every distinct `stackBytes` made a wasmtime engine (a
+/// pooling allocator and a ticker thread that never exits), and the 8 MiB stack clamp was
+/// larger than the 2 MiB native stack of the threads that call resolvers, so a deep recursion
+/// could crash the process.
+#[test]
+fn stack_limits_share_a_few_engines_and_a_deep_recursion_never_crashes() {
+    let deep = module(
+        "",
+        "",
+        "(call $deep (i64.const 0))",
+        "(func $deep (param i64) (result i64) (call $deep (i64.add (local.get 0) (i64.const 1))))",
+    );
+    for stack in (1..60u64).map(|i| i * 150_001) {
+        let limits = ResolverLimits {
+            stack_bytes: stack.min(ResolverLimits::MAX_STACK_BYTES),
+            fuel: 100_000,
+            ..ResolverLimits::default()
+        };
+        run_with(&answer(r#"{"pick":0}"#), &limits);
+    }
+    assert!(
+        converge_core::engine_count() <= 10,
+        "{} engines",
+        converge_core::engine_count()
+    );
+    // Stacks as large as the caller's native stack, and the largest allowed, called from a
+    // thread with a 2 MiB native stack (Rust's and tokio's default).
+    for stack_bytes in [2 << 20, ResolverLimits::MAX_STACK_BYTES] {
+        let limits = ResolverLimits {
+            stack_bytes,
+            fuel: ResolverLimits::MAX_FUEL,
+            ..ResolverLimits::default()
+        };
+        let deep = deep.clone();
+        let outcome = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || run_with(&deep, &limits))
+            .expect("thread")
+            .join()
+            .expect("the call returns");
+        assert_eq!(failed(outcome), "stack overflow", "{stack_bytes}");
+    }
+    // Limits over their maxima are refused, naming the maximum.
+    let store = Store::memory("a", StoreOptions::new()).expect("store");
+    for (limits, field) in [
+        (
+            ResolverLimits {
+                fuel: 100_000_000_000_000,
+                ..ResolverLimits::default()
+            },
+            "fuel",
+        ),
+        (
+            ResolverLimits {
+                stack_bytes: 64 << 20,
+                ..ResolverLimits::default()
+            },
+            "stackBytes",
+        ),
+        (
+            ResolverLimits {
+                input_bytes: 1 << 40,
+                ..ResolverLimits::default()
+            },
+            "inputBytes",
+        ),
+        (
+            ResolverLimits {
+                output_bytes: 1 << 40,
+                ..ResolverLimits::default()
+            },
+            "outputBytes",
+        ),
+    ] {
+        let policy = ConflictPolicy::Custom {
+            resolver: "r".into(),
+            hash: None,
+            limits,
+        };
+        match store.put_container("db", "c", "/pk", policy) {
+            Err(converge_core::Error::InvalidDefinition(m)) => {
+                assert!(m.contains(field) && m.contains("maximum"), "{m}")
+            }
+            other => panic!("{field}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn every_failure_has_its_feed_reason() {
     let unreachable = module("", "", "(unreachable)", "");
@@ -321,7 +440,7 @@ fn the_watchdog_stops_a_runaway_call_which_is_retried_not_recorded() {
     // Fuel would allow a very long run; the wall-clock watchdog stops it first.
     let spins = module("", "", "(loop $l (br $l)) (i64.const 0)", "");
     let limits = ResolverLimits {
-        fuel: u64::MAX / 4,
+        fuel: ResolverLimits::MAX_FUEL,
         ..ResolverLimits::default()
     };
     let host = Arc::new(WasmResolvers::new().with_watchdog(std::time::Duration::from_millis(50)));

@@ -92,6 +92,45 @@ pub struct ResolverLimits {
     pub output_bytes: u64,
 }
 
+impl ResolverLimits {
+    /// The most fuel a definition may allow per call (100 times the default): about a second
+    /// of wasm here, well inside the watchdog.
+    pub const MAX_FUEL: u64 = 1_000_000_000;
+    /// The largest linear memory a definition may allow (256 MiB).
+    pub const MAX_MEMORY_BYTES: u64 = crate::udf::MAX_MEMORY_LIMIT;
+    /// The largest wasm stack a definition may allow (8 MiB).
+    pub const MAX_STACK_BYTES: u64 = crate::udf::MAX_STACK_LIMIT;
+    /// The largest input a definition may allow (64 MiB).
+    pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+    /// The largest output a definition may allow (16 MiB).
+    pub const MAX_OUTPUT_BYTES: u64 = 16 << 20;
+
+    /// Checks every limit against its minimum and maximum; the error names the limit and the
+    /// bound.
+    pub fn validate(&self) -> Result<()> {
+        let checks = [
+            ("fuel", self.fuel, 1, Self::MAX_FUEL),
+            ("memoryBytes", self.memory_bytes, 65_536, Self::MAX_MEMORY_BYTES),
+            ("stackBytes", self.stack_bytes, 1, Self::MAX_STACK_BYTES),
+            ("inputBytes", self.input_bytes, 1, Self::MAX_INPUT_BYTES),
+            ("outputBytes", self.output_bytes, 1, Self::MAX_OUTPUT_BYTES),
+        ];
+        for (name, value, min, max) in checks {
+            if value < min {
+                return Err(Error::InvalidDefinition(format!(
+                    "resolver limit {name} is {value}; the minimum is {min}"
+                )));
+            }
+            if value > max {
+                return Err(Error::InvalidDefinition(format!(
+                    "resolver limit {name} is {value}, over the host's maximum of {max}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for ResolverLimits {
     fn default() -> Self {
         ResolverLimits {
@@ -163,20 +202,7 @@ impl ConflictPolicy {
             } => {
                 crate::model::validate_name("resolver", resolver)
                     .map_err(|e| Error::InvalidDefinition(e.to_string()))?;
-                if limits.fuel == 0 || limits.memory_bytes < 65_536 || limits.stack_bytes == 0 {
-                    return Err(Error::InvalidDefinition(
-                        "resolver limits must allow some fuel, at least 64 KiB of memory and some stack"
-                            .into(),
-                    ));
-                }
-                if limits.memory_bytes > crate::udf::MAX_MEMORY_LIMIT {
-                    return Err(Error::InvalidDefinition(format!(
-                        "resolver memory limit {} is over the host's maximum of {} bytes",
-                        limits.memory_bytes,
-                        crate::udf::MAX_MEMORY_LIMIT
-                    )));
-                }
-                Ok(())
+                limits.validate()
             }
             _ => Ok(()),
         }

@@ -64,7 +64,20 @@ pub(crate) trait KvRead {
     /// The value at `key` (borrowed where the backend can lend it).
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>>;
     /// Up to `limit` pairs with `from <= key < to` (no upper bound when `to` is `None`).
-    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs>;
+    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        Ok(self.scan_capped(table, from, to, limit, usize::MAX)?.0)
+    }
+    /// As [`scan`](Self::scan), also stopping before a pair that would take the values' total
+    /// size over `max_bytes` (the first pair is always returned). Pairs past the cap are not
+    /// copied. The flag says whether the cap stopped the scan.
+    fn scan_capped(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Pairs, bool)>;
 }
 
 /// Writes inside a transaction; all of them commit together or none does.
@@ -183,16 +196,39 @@ impl Backend {
 
 struct MemRead<'a>(&'a [BTreeMap<Vec<u8>, Vec<u8>>]);
 
+/// Collects pairs up to `limit` and `max_bytes` of values (see [`KvRead::scan_capped`]),
+/// copying a pair only once it is known to fit.
+fn capped<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    pairs: impl Iterator<Item = Result<(K, V)>>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<(Pairs, bool)> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for pair in pairs.take(limit) {
+        let (k, v) = pair?;
+        let (k, v) = (k.as_ref(), v.as_ref());
+        if !out.is_empty() && bytes.saturating_add(v.len()) > max_bytes {
+            return Ok((out, true));
+        }
+        bytes = bytes.saturating_add(v.len());
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    Ok((out, false))
+}
+
 fn mem_scan(
     map: &BTreeMap<Vec<u8>, Vec<u8>>,
     from: &[u8],
     to: Option<&[u8]>,
     limit: usize,
-) -> Pairs {
-    map.range::<[u8], _>(bounds(from, to))
-        .take(limit)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    max_bytes: usize,
+) -> Result<(Pairs, bool)> {
+    capped(
+        map.range::<[u8], _>(bounds(from, to)).map(Ok),
+        limit,
+        max_bytes,
+    )
 }
 
 impl KvRead for MemRead<'_> {
@@ -201,8 +237,15 @@ impl KvRead for MemRead<'_> {
             .get(key)
             .map(|v| Cow::Borrowed(v.as_slice())))
     }
-    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        Ok(mem_scan(&self.0[table as usize], from, to, limit))
+    fn scan_capped(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Pairs, bool)> {
+        mem_scan(&self.0[table as usize], from, to, limit, max_bytes)
     }
 }
 
@@ -229,8 +272,15 @@ impl KvRead for MemWrite<'_> {
             .get(key)
             .map(|v| Cow::Borrowed(v.as_slice())))
     }
-    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        Ok(mem_scan(&self.tables[table as usize], from, to, limit))
+    fn scan_capped(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Pairs, bool)> {
+        mem_scan(&self.tables[table as usize], from, to, limit, max_bytes)
     }
 }
 
@@ -263,12 +313,19 @@ impl KvRead for RedbRead {
             .map_err(Error::storage)?
             .map(|v| Cow::Owned(v.value().to_vec())))
     }
-    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+    fn scan_capped(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Pairs, bool)> {
         let t = self
             .0
             .open_table(table.definition())
             .map_err(Error::storage)?;
-        redb_scan(&t, from, to, limit)
+        redb_scan(&t, from, to, limit, max_bytes)
     }
 }
 
@@ -277,17 +334,24 @@ fn redb_scan(
     from: &[u8],
     to: Option<&[u8]>,
     limit: usize,
-) -> Result<Pairs> {
-    let mut out = Vec::new();
-    for entry in t
-        .range::<&[u8]>(bounds(from, to))
-        .map_err(Error::storage)?
-        .take(limit)
-    {
-        let (k, v) = entry.map_err(Error::storage)?;
-        out.push((k.value().to_vec(), v.value().to_vec()));
+    max_bytes: usize,
+) -> Result<(Pairs, bool)> {
+    let range = t.range::<&[u8]>(bounds(from, to)).map_err(Error::storage)?;
+    // redb lends the value without a copy until it is known to fit.
+    capped(
+        range.map(|e| e.map(|(k, v)| (Lent(k), Lent(v))).map_err(Error::storage)),
+        limit,
+        max_bytes,
+    )
+}
+
+/// A key or value redb lends from a page.
+struct Lent<'a>(redb::AccessGuard<'a, &'static [u8]>);
+
+impl AsRef<[u8]> for Lent<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.value()
     }
-    Ok(out)
 }
 
 type RedbTable<'a> = redb::Table<'a, &'static [u8], &'static [u8]>;
@@ -320,8 +384,15 @@ impl KvRead for RedbWrite<'_> {
             .map_err(Error::storage)?
             .map(|v| Cow::Owned(v.value().to_vec())))
     }
-    fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        redb_scan(&*self.table(table)?.borrow(), from, to, limit)
+    fn scan_capped(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Pairs, bool)> {
+        redb_scan(&*self.table(table)?.borrow(), from, to, limit, max_bytes)
     }
 }
 
@@ -373,6 +444,45 @@ mod tests {
             "a failed transaction leaves nothing behind"
         );
         assert_eq!(range, vec![(b"b".to_vec(), b"2".to_vec())]);
+    }
+
+    /// Regression (issue 10, defect 10): `read_log` asked for 500 versions of 2 MiB items
+    /// copied all 500 rows (a gigabyte) before its byte cap dropped all but eight.
+    #[test]
+    fn a_capped_scan_copies_no_row_past_the_cap() {
+        let pulled = std::cell::Cell::new(0);
+        let rows = (0..500u32).map(|i| {
+            pulled.set(pulled.get() + 1);
+            Ok((i.to_be_bytes().to_vec(), vec![0u8; 2 << 20]))
+        });
+        let (out, capped) = capped(rows, 500, 16 << 20).expect("scan");
+        assert_eq!(out.len(), 8);
+        assert!(capped);
+        assert_eq!(pulled.get(), 9, "one row past the cap is looked at, none copied");
+        for b in [Backend::memory(), {
+            let dir = tempfile::tempdir().expect("tempdir");
+            Backend::open_redb(&dir.path().join("s.redb"), 1 << 20).expect("open")
+        }] {
+            b.write(Sync::Durable, |tx| {
+                for i in 0..10u8 {
+                    tx.put(Table::Log, &[i], &[i; 100])?;
+                }
+                Ok(())
+            })
+            .expect("write");
+            let (small, capped_small) = b
+                .read(|kv| kv.scan_capped(Table::Log, &[], None, 100, 250))
+                .expect("read");
+            assert_eq!((small.len(), capped_small), (2, true));
+            let (one, _) = b
+                .read(|kv| kv.scan_capped(Table::Log, &[], None, 100, 1))
+                .expect("read");
+            assert_eq!(one.len(), 1, "the first row always comes");
+            let (all, capped_all) = b
+                .read(|kv| kv.scan_capped(Table::Log, &[], None, 100, usize::MAX))
+                .expect("read");
+            assert_eq!((all.len(), capped_all), (10, false));
+        }
     }
 
     #[test]

@@ -110,7 +110,11 @@ pub(crate) fn list_defs(kv: &dyn KvRead, database: Option<&str>) -> Result<Vec<C
     };
     let end = prefix_end(&prefix);
     let mut out = Vec::new();
-    for (_, v) in kv.scan(Table::Items, &prefix, end.as_deref(), usize::MAX)? {
+    for (k, v) in kv.scan(Table::Items, &prefix, end.as_deref(), usize::MAX)? {
+        // The system container also holds resolver items, which are no definitions.
+        if super::resolvers::is_resolver_key(&super::codec::parse_item_key(&k)?.1) {
+            continue;
+        }
         let rec: ItemRecord = decode("item", &v)?;
         if let Some(body) = visible_body(kv, &rec)? {
             out.push(parse_def(&body)?);

@@ -184,16 +184,17 @@ impl Store {
             if from < durable {
                 let end = (durable + 1).to_be_bytes();
                 let max = max.max(1);
-                let rows = kv.scan(Table::Log, &(from + 1).to_be_bytes(), Some(&end), max)?;
-                let mut full = rows.len() == max;
-                let mut bytes = 0;
+                // Bodies are up to 2 MiB: a count alone could make a batch of a gigabyte, and
+                // the scan stops at the byte cap without copying the rows past it.
+                let (rows, capped) = kv.scan_capped(
+                    Table::Log,
+                    &(from + 1).to_be_bytes(),
+                    Some(&end),
+                    max,
+                    MAX_BATCH_BYTES,
+                )?;
+                let full = capped || rows.len() == max;
                 for (k, v) in rows {
-                    // Bodies are up to 2 MiB: a count alone could make a batch of a gigabyte.
-                    if !versions.is_empty() && bytes + v.len() > MAX_BATCH_BYTES {
-                        full = true;
-                        break;
-                    }
-                    bytes += v.len();
                     next = u64::from_be_bytes(
                         k.as_slice()
                             .try_into()

@@ -149,10 +149,20 @@ struct WriterState {
     /// After a crash the store resumes from the reservations, skipping unused numbers.
     counter_reserved: u64,
     lsn_reserved: u64,
+    /// The clock never resumes below this physical time (ms) after a restart: it is kept
+    /// ahead of every timestamp issued or followed, under its own key ([`META_CLOCK`]), and
+    /// rewritten only when the clock passes it.
+    #[serde(skip)]
+    clock_bound: u64,
 }
 
 /// How far ahead counters and log positions are reserved.
 const RESERVE: u64 = 4096;
+
+/// How far ahead of the clock its persisted bound is kept, ms: a restart resumes at most this
+/// far ahead of the last timestamp, and a region under constant load rewrites the bound about
+/// once per this interval.
+const CLOCK_RESERVE_MS: u64 = 1000;
 
 impl WriterState {
     /// Whether the persisted state must be rewritten before this transaction commits.
@@ -163,6 +173,18 @@ impl WriterState {
     fn reserve(&mut self) {
         self.counter_reserved = self.counter + RESERVE;
         self.lsn_reserved = self.next_lsn + RESERVE;
+    }
+
+    /// Whether the clock has reached its persisted bound, which must then move ahead before
+    /// this transaction commits.
+    fn needs_clock_bound(&self) -> bool {
+        self.clock.physical_ms >= self.clock_bound
+    }
+
+    /// Moves the clock's bound ahead of the clock; returns it encoded for [`META_CLOCK`].
+    fn bound_clock(&mut self) -> Result<Vec<u8>> {
+        self.clock_bound = self.clock.physical_ms.saturating_add(CLOCK_RESERVE_MS);
+        encode(&self.clock_bound)
     }
 }
 
@@ -209,6 +231,9 @@ impl std::fmt::Debug for Store {
 const META_REGION: &[u8] = b"region";
 const META_FORMAT: &[u8] = b"format";
 const META_WRITER: &[u8] = b"writer";
+/// The clock's persisted bound (physical ms, see [`WriterState::clock_bound`]). Stores
+/// written before it existed resume from the writer state's clock.
+const META_CLOCK: &[u8] = b"clock";
 
 fn random_incarnation() -> Incarnation {
     use std::hash::{BuildHasher, Hasher};
@@ -287,8 +312,15 @@ impl Store {
                     stats: StoreStats::default(),
                     counter_reserved: 0,
                     lsn_reserved: 1,
+                    clock_bound: 0,
                 },
             };
+            // The clock resumes at its bound: ahead of everything it issued or followed.
+            if let Some(b) = kv.get(Table::Meta, META_CLOCK)? {
+                let bound: u64 = decode("clock", &b)?;
+                state.clock = state.clock.max(Hlc::new(bound, 0));
+            }
+            kv.put(Table::Meta, META_CLOCK, &state.bound_clock()?)?;
             // Resume past everything the previous incarnation may have used.
             state.counter = state.counter.max(state.counter_reserved);
             state.next_lsn = state.next_lsn.max(state.lsn_reserved);

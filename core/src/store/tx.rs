@@ -9,7 +9,7 @@ use super::codec::{
     parse_item_key, prefix_end,
 };
 use super::defs::{self, CidState, Creation};
-use super::{Actors, META_WRITER, Store, WriterState};
+use super::{Actors, META_CLOCK, META_WRITER, Store, WriterState};
 use crate::causal::{Clock, Context, Dot, Hlc, Writer};
 use crate::feed::{ConflictRecord, ConflictStatus};
 use crate::model::{ConflictPolicy, ContainerDef, CreationId, ItemKey, Operation, SYSTEM_CREATION};
@@ -97,6 +97,10 @@ impl<'a> Tx<'a> {
     pub(super) fn finish(&mut self) -> Result<()> {
         self.st.clock = self.clock.last();
         self.st.stats.commits += 1;
+        if self.st.needs_clock_bound() {
+            let bound = self.st.bound_clock()?;
+            self.kv.put(Table::Meta, META_CLOCK, &bound)?;
+        }
         if !self.st.needs_reservation() {
             return Ok(());
         }

@@ -159,10 +159,14 @@ pub(crate) fn define_imports(linker: &mut Linker<CallState>) -> wasmtime::Result
 }
 
 fn trap_reason(err: &wasmtime::Error, state: &CallState) -> String {
+    // ABI.md: any trap that follows a refused memory growth in the same call is `memory
+    // limit`, whatever the guest did next (ran out of fuel looping on its allocator, recursed).
+    if state.memory_refused {
+        return reason::MEMORY_LIMIT.into();
+    }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => reason::OUT_OF_FUEL.into(),
         Some(Trap::StackOverflow) => reason::STACK_OVERFLOW.into(),
-        _ if state.memory_refused => reason::MEMORY_LIMIT.into(),
         _ if state.panic.is_some() => reason::trap(state.panic.as_deref().unwrap_or_default()),
         Some(Trap::UnreachableCodeReached) => reason::trap("unreachable"),
         Some(t) => reason::trap(t),
@@ -223,8 +227,40 @@ pub(crate) fn parse_output(out: &[u8]) -> Outcome {
     }
 }
 
+/// Wasm stacks up to this size run on the calling thread: every thread that calls into the
+/// store has at least 2 MiB of native stack (Rust's and tokio's default). Larger ones run on a
+/// thread with a stack sized for them, so a deep recursion ends in `stack overflow` instead of
+/// overflowing the caller's native stack.
+const INLINE_STACK: u64 = 512 << 10;
+
 /// Runs one call on a fresh instance of `module` under `limits`.
 pub(crate) fn call(
+    module: &ResolverModule,
+    input: &[u8],
+    limits: &ResolverLimits,
+    watchdog: std::time::Duration,
+) -> CallReport {
+    let stack = super::engine::effective_stack(limits.stack_bytes);
+    if stack <= INLINE_STACK {
+        return call_here(module, input, limits, watchdog);
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("converge-resolver".into())
+            .stack_size(super::engine::native_stack_for(stack))
+            .spawn_scoped(scope, || call_here(module, input, limits, watchdog))
+            .ok()
+            .and_then(|t| t.join().ok())
+            // Nothing the resolver did: a region-local failure, so no feed reason (which
+            // would differ between regions) but a retry, as after the watchdog.
+            .unwrap_or_else(|| CallReport {
+                outcome: Outcome::Interrupted,
+                ..CallReport::failed(String::new())
+            })
+    })
+}
+
+fn call_here(
     module: &ResolverModule,
     input: &[u8],
     limits: &ResolverLimits,

@@ -8,6 +8,27 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// The largest linear memory a definition may allow a resolver (256 MiB).
 pub const MAX_MEMORY_LIMIT: u64 = 256 << 20;
 
+/// The largest wasm stack a definition may allow a resolver (8 MiB).
+pub const MAX_STACK_LIMIT: u64 = 8 << 20;
+
+/// The smallest wasm stack an engine is configured with (16 KiB).
+const MIN_STACK: u64 = 16 << 10;
+
+/// The wasm stack a call really gets for a definition's `stackBytes`: rounded up to a power of
+/// two between 16 KiB and [`MAX_STACK_LIMIT`]. wasmtime sets the stack limit per engine, so the
+/// process keeps one engine per such size (ten at most) and no definition can make more.
+pub fn effective_stack(stack_bytes: u64) -> u64 {
+    stack_bytes
+        .clamp(MIN_STACK, MAX_STACK_LIMIT)
+        .next_power_of_two()
+}
+
+/// Native stack a thread needs to run a call with wasm stack `stack` without overflowing its
+/// own stack first: the wasm stack and room for the host frames around it.
+pub(crate) fn native_stack_for(stack: u64) -> usize {
+    usize::try_from(stack).unwrap_or(usize::MAX).saturating_add(2 << 20)
+}
+
 /// Instances the pooling allocator keeps ready per engine. Resolver calls run under the
 /// store's writer lock, so few are live at once.
 const POOL_INSTANCES: u32 = 32;
@@ -56,7 +77,9 @@ fn config(stack_bytes: usize) -> Config {
         .epoch_interruption(true)
         .cranelift_nan_canonicalization(true)
         .relaxed_simd_deterministic(true)
-        .max_wasm_stack(stack_bytes);
+        .max_wasm_stack(stack_bytes)
+        // Unused (calls are synchronous), but wasmtime refuses a wasm stack above it.
+        .async_stack_size(stack_bytes.max(2 << 20));
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(POOL_INSTANCES)
         .total_memories(POOL_INSTANCES)
@@ -80,15 +103,15 @@ fn config(stack_bytes: usize) -> Config {
 /// How often the watchdog's clock ticks (each engine's epoch advances by one).
 pub(crate) const WATCHDOG_TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Engines by stack limit (a stack limit is an engine setting in wasmtime).
+/// Engines by effective stack limit (a stack limit is an engine setting in wasmtime): at most
+/// one per power of two between 16 KiB and [`MAX_STACK_LIMIT`].
 #[derive(Default)]
 pub(crate) struct Engines(Mutex<HashMap<usize, Engine>>);
 
 impl Engines {
     pub(crate) fn get(&self, stack_bytes: u64) -> Result<Engine> {
-        let stack = usize::try_from(stack_bytes)
-            .unwrap_or(usize::MAX)
-            .clamp(16 << 10, 8 << 20);
+        let stack = usize::try_from(effective_stack(stack_bytes))
+            .map_err(|_| Error::Storage("stack limit does not fit this machine".into()))?;
         let mut map = self
             .0
             .lock()
@@ -102,6 +125,18 @@ impl Engines {
         start_ticker(engine.clone());
         Ok(engine)
     }
+
+    /// How many engines exist.
+    pub(crate) fn count(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// How many wasmtime engines this process made (for tests: they must stay few, whatever the
+/// definitions ask).
+#[doc(hidden)]
+pub fn engine_count() -> usize {
+    engines().count()
 }
 
 /// Shared engines for every sandbox in the process.
@@ -111,7 +146,8 @@ pub(crate) fn engines() -> Arc<Engines> {
 }
 
 /// Advances an engine's epoch every [`WATCHDOG_TICK`], for as long as the process runs: the
-/// wall-clock safety net under fuel. Engines live for the process (one per stack limit).
+/// wall-clock safety net under fuel. Engines live for the process (one per effective stack
+/// limit, so ten tickers at most).
 fn start_ticker(engine: Engine) {
     let spawned = std::thread::Builder::new()
         .name("converge-watchdog".into())

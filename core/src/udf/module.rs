@@ -196,7 +196,12 @@ impl ResolverModule {
     }
 }
 
-/// Compiled modules by (content hash, stack limit), so each is compiled once per engine.
+/// Compiled modules kept at most; past it an arbitrary one is dropped (and compiled again if
+/// it is used again).
+const CACHED_MODULES: usize = 256;
+
+/// Compiled modules by (content hash, effective stack limit), so each is compiled once per
+/// engine.
 #[derive(Default)]
 struct ModuleCache(std::sync::RwLock<HashMap<(String, u64), ResolverModule>>);
 
@@ -212,12 +217,17 @@ impl ModuleCache {
         bytes: &[u8],
         stack_bytes: u64,
     ) -> Result<ResolverModule, ModuleError> {
-        let key = (hash.to_owned(), stack_bytes);
+        let key = (hash.to_owned(), super::engine::effective_stack(stack_bytes));
         if let Some(m) = self.0.read().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(m);
         }
         let m = ResolverModule::compile_uncached(bytes, stack_bytes)?;
         if let Ok(mut map) = self.0.write() {
+            if map.len() >= CACHED_MODULES
+                && let Some(victim) = map.keys().next().cloned()
+            {
+                map.remove(&victim);
+            }
             map.insert(key, m.clone());
         }
         Ok(m)
