@@ -14,7 +14,7 @@ fn sandbox_call(c: &mut Criterion) {
     );
     let bytes = wat::parse_file(path).expect("review.wat");
     let host = WasmResolvers::new();
-    host.install("c", "review", &bytes).expect("install");
+    host.install(&bytes).expect("install");
     let body = serde_json::json!({"id": "i", "pk": "p", "pad": "x".repeat(900)}).to_string();
     let input = format!(
         r#"{{"abi":1,"container":"c","id":"i","partitionKey":"p","versions":[{{"item":{body},"deleted":false,"region":"w","timestamp":2,"logical":0}},{{"item":{body},"deleted":false,"region":"e","timestamp":1,"logical":0}}]}}"#

@@ -21,9 +21,6 @@ pub const RESOLVERS: [&str; 6] = [
     "adv-changes-id",
 ];
 
-/// The container the simulation writes to.
-const CONTAINER: &str = "items";
-
 /// One host with every resolver of [`RESOLVERS`] installed, compiled once per process.
 fn host() -> Arc<WasmResolvers> {
     static HOST: OnceLock<Arc<WasmResolvers>> = OnceLock::new();
@@ -32,7 +29,7 @@ fn host() -> Arc<WasmResolvers> {
         for name in RESOLVERS {
             let module = converge_udf_examples::by_name(name)
                 .unwrap_or_else(|| panic!("the build did not produce {name}"));
-            if let Err(e) = host.install(CONTAINER, name, module) {
+            if let Err(e) = host.install(module) {
                 panic!("{name} does not install: {e}");
             }
         }
@@ -68,6 +65,9 @@ pub fn config(data: &[u8]) -> Option<SimConfig> {
 pub fn resolver_config(name: &'static str, seed: u64) -> SimConfig {
     let mut cfg = SimConfig::new(seed, SimPolicy::Custom(name.into()));
     cfg.host = Some(host());
+    cfg.modules = converge_udf_examples::by_name(name)
+        .map(|m| vec![m.into()])
+        .unwrap_or_default();
     cfg.bodies = Some(Arc::new(move |r| example_body(name, r)));
     cfg
 }

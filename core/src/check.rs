@@ -33,9 +33,8 @@
 
 use crate::Hlc;
 use crate::model::{PartitionKey, ResolverLimits};
-use crate::resolve::lww::canonical_order;
 use crate::resolve::reason::{self, ReasonKind};
-use crate::resolve::{CanonicalVersion, LwwKey, Outcome, ResolveRequest, check_answer};
+use crate::resolve::{CanonicalVersion, Outcome, ResolveRequest, check_answer, item};
 use crate::sim::{Rng, SimConfig, SimPolicy};
 use crate::udf::{ModuleError, WasmResolvers, abi_input};
 use serde::Serialize;
@@ -281,7 +280,7 @@ pub fn check_resolver(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CheckReport, ModuleError> {
     let host = Arc::new(WasmResolvers::new());
-    let hash = host.install(crate::sim::CONTAINER, "checked", module)?;
+    let hash = host.install(module)?;
     let mut findings: BTreeMap<(FindingKind, String), Finding> = BTreeMap::new();
     let mut note = |kind: FindingKind, message: String, input: &[u8]| {
         findings
@@ -322,7 +321,7 @@ pub fn check_resolver(
             partition_key: &pk,
             versions: &versions,
             resolver: "checked",
-            hash: Some(&hash),
+            hash: &hash,
             limits: &options.limits,
         };
         let input = abi_input(&req);
@@ -420,7 +419,7 @@ pub fn check_resolver(
         }
     }
 
-    let simulation = simulate(options, &host, &mut note, progress);
+    let simulation = simulate(options, &host, module, &mut note, progress);
     fuel.sort_unstable();
     let at = |q: usize| {
         fuel.get((fuel.len().saturating_sub(1)) * q / 100)
@@ -450,6 +449,7 @@ pub fn check_resolver(
 fn simulate(
     options: &CheckOptions,
     host: &Arc<WasmResolvers>,
+    module: &[u8],
     note: &mut impl FnMut(FindingKind, String, &[u8]),
     progress: &mut dyn FnMut(Progress),
 ) -> SimulationReport {
@@ -464,6 +464,7 @@ fn simulate(
             SimPolicy::Custom("checked".into()),
         );
         c.host = Some(host.clone());
+        c.modules = vec![module.into()];
         let sample = sample.clone();
         c.bodies = Some(Arc::new(move |r| mutate(&sample, &mut Rng::new(r), 0)));
         match crate::sim::run(&c) {
@@ -508,7 +509,9 @@ fn generate(options: &CheckOptions, id: &str, pk: &PartitionKey, seed: u64) -> V
                 let mut b = mutate(&options.sample, &mut rng, 0);
                 if let Some(obj) = b.as_object_mut() {
                     obj.insert("id".into(), id.into());
-                    obj.insert("_ts".into(), hlc.seconds().into());
+                    // Stored bodies hold no system properties; the canonical versions add
+                    // `_ts` as the store does.
+                    obj.remove("_ts");
                 }
                 if let Some(slot) = b.pointer_mut(&options.partition_key_path) {
                     *slot = pk.to_value();
@@ -524,38 +527,31 @@ fn generate(options: &CheckOptions, id: &str, pk: &PartitionKey, seed: u64) -> V
         .collect()
 }
 
-/// The generated siblings in the store's canonical order (LWW on `/_ts`, winner first).
+/// The generated siblings in the store's canonical order (LWW on `/_ts`, winner first), as
+/// the store's resolution builds them ([`item::canonical`]).
 fn canonical(generated: &[Generated]) -> Vec<CanonicalVersion> {
     let texts: Vec<Option<String>> = generated
         .iter()
         .map(|g| g.body.as_ref().map(Value::to_string))
         .collect();
-    let keys: Vec<LwwKey<'_>> = generated
+    let siblings: Vec<item::Sibling<'_>> = generated
         .iter()
         .zip(&texts)
         .enumerate()
-        .map(|(k, (g, t))| {
-            LwwKey::new(
-                "/_ts",
-                g.body.is_none(),
-                t.as_deref(),
-                g.hlc,
-                g.region,
-                1,
-                k as u64,
-            )
+        .filter_map(|(k, (g, text))| {
+            Some(item::Sibling {
+                dot: crate::Dot {
+                    region: crate::RegionId::new(g.region).ok()?,
+                    incarnation: crate::Incarnation(1),
+                    counter: k as u64,
+                },
+                hlc: g.hlc,
+                deleted: g.body.is_none(),
+                body: text.as_deref(),
+            })
         })
         .collect();
-    canonical_order(&keys, "/_ts")
-        .into_iter()
-        .map(|i| CanonicalVersion {
-            body: texts[i].clone(),
-            deleted: generated[i].body.is_none(),
-            region: generated[i].region.to_owned(),
-            timestamp: generated[i].hlc.physical_ms,
-            logical: generated[i].hlc.logical,
-        })
-        .collect()
+    item::canonical_versions(&siblings, &item::canonical(&siblings, "/_ts"))
 }
 
 /// A random variation of `v`: numbers, strings and booleans changed, array elements dropped

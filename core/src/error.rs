@@ -85,6 +85,16 @@ pub enum Error {
         /// Newest format this binary reads.
         supported: u32,
     },
+    /// The store was written by an older converge in a format this binary no longer reads.
+    #[error(
+        "store format {found} was written by an older converge; this binary reads format {supported} only: start the region on an empty data directory and it catches up from its peers"
+    )]
+    FormatTooOld {
+        /// Format found in the store.
+        found: u32,
+        /// The format this binary reads.
+        supported: u32,
+    },
     /// The embedded database failed (disk full, I/O error, corruption).
     #[error("storage error: {0}")]
     Storage(String),

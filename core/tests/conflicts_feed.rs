@@ -5,7 +5,7 @@ mod common;
 use common::{exchange, region, set_time};
 use converge_core::{
     Change, ConflictPolicy, ConflictStatus, Outcome, PartitionKey, ResolveRequest, ResolverHost,
-    Store, StoreOptions,
+    Store,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -135,13 +135,15 @@ fn custom(name: &str) -> ConflictPolicy {
 
 #[test]
 fn custom_resolution_merges_and_failures_go_to_the_feed() {
-    let opts = || StoreOptions::new().resolver_host(Arc::new(UnionHost));
+    let opts = || common::options().resolver_host(Arc::new(UnionHost));
     let a = Store::memory("a", opts()).expect("a");
     let b = Store::memory("b", opts()).expect("b");
     for s in [&a, &b] {
         s.put_container("db", "c", "/pk", custom("union"))
             .expect("container");
     }
+    a.put_resolver("db", "c", "union", &common::module("union"))
+        .expect("upload");
     concurrent_writes(&a, &b);
     let pk = PartitionKey::from("p");
     let ia = a.read_item("db", "c", &pk, "i").expect("merged");
@@ -158,6 +160,8 @@ fn custom_resolution_merges_and_failures_go_to_the_feed() {
     );
 
     // Switching to a trapping resolver re-resolves: tentative LWW winner, record in the feed.
+    a.put_resolver("db", "c", "trap", &common::module("trap"))
+        .expect("upload");
     a.put_container("db", "c", "/pk", custom("trap"))
         .expect("policy");
     exchange(&[&a, &b]);

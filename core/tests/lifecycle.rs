@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::set_time;
+use common::{exchange, set_time};
 use converge_core::{ConflictPolicy, ResolverLimits, Store, WasmResolvers};
 use std::sync::Arc;
 
@@ -45,7 +45,8 @@ fn all_containers_lists_definitions_once_a_resolver_is_installed() {
         .expect("container");
     a.put_container("other", "orders", "/pk", ConflictPolicy::Manual)
         .expect("container");
-    a.put_resolver("db", "carts", "m", &pick(0)).expect("install");
+    a.put_resolver("db", "carts", "m", &pick(0))
+        .expect("install");
     set_time(1);
     let names: Vec<(String, String)> = a
         .all_containers()
@@ -81,7 +82,11 @@ fn the_clock_never_goes_backwards_across_a_restart() {
         .expect("west");
     west.apply_batch(&common::everything(&east)).expect("apply");
     let hlcs = |s: &Store| -> Vec<converge_core::Hlc> {
-        common::everything(s).versions.iter().map(|v| v.hlc).collect()
+        common::everything(s)
+            .versions
+            .iter()
+            .map(|v| v.hlc)
+            .collect()
     };
     let before = hlcs(&west).into_iter().max().expect("versions");
     drop(west);
@@ -97,4 +102,398 @@ fn the_clock_never_goes_backwards_across_a_restart() {
     let pk = converge_core::PartitionKey::from("p");
     let east_ts = east.read_item("db", "c", &pk, "x").expect("east").ts;
     assert!(west.read_item("db", "c", &pk, "x").expect("read").ts >= east_ts);
+}
+
+/// The open records of a container: (id, reason), sorted.
+fn open_records(s: &Store, db: &str, container: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = s
+        .conflicts(db, container, None, 1000)
+        .expect("feed")
+        .items
+        .into_iter()
+        .filter(|r| r.status == converge_core::ConflictStatus::Open)
+        .map(|r| (r.id, r.reason))
+        .collect();
+    out.sort();
+    out
+}
+
+/// What a region shows of an item: its etag and body, without the region-local `_lsn`.
+fn shown(s: &Store, db: &str, container: &str, pk: &str, id: &str) -> (String, String) {
+    let mut item = s
+        .read_item(db, container, &converge_core::PartitionKey::from(pk), id)
+        .expect("read");
+    if let Some(o) = item.body.as_object_mut() {
+        o.remove("_lsn");
+    }
+    (item.etag, item.body.to_string())
+}
+
+/// Defect 1: modules were found by (container, name), not by database, so a region ran
+/// `a/carts`'s module for `b/carts` while another region showed `resolver missing`.
+#[test]
+fn a_resolver_belongs_to_its_database() {
+    let (w, e) = (sandboxed("w"), sandboxed("e"));
+    for s in [&w, &e] {
+        for db in ["a", "b"] {
+            s.put_container(db, "carts", "/pk", custom("m"))
+                .expect("container");
+        }
+    }
+    set_time(10);
+    w.upsert_item(
+        "b",
+        "carts",
+        serde_json::json!({"id": "c1", "pk": "p", "version": 10}),
+    )
+    .expect("w");
+    set_time(20);
+    e.upsert_item(
+        "b",
+        "carts",
+        serde_json::json!({"id": "c1", "pk": "p", "version": 1}),
+    )
+    .expect("e");
+    w.put_resolver("a", "carts", "m", &pick(1)).expect("upload");
+    exchange(&[&w, &e]);
+    assert_eq!(
+        shown(&w, "b", "carts", "p", "c1"),
+        shown(&e, "b", "carts", "p", "c1")
+    );
+    let records = open_records(&w, "b", "carts");
+    assert_eq!(records, open_records(&e, "b", "carts"));
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].1, "resolver missing");
+    assert!(w.resolvers("b", "carts").expect("list").is_empty());
+}
+
+/// Defect 2: only the visible resolver item's module was installed, and only visible ones at
+/// open, so a region whose definition pinned M1 but whose resolver item showed M2 had nothing
+/// to run after a restart, while its peer ran M1.
+#[test]
+fn every_region_runs_the_bytes_its_definition_pins_after_a_restart() {
+    let (wdir, edir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let open = |dir: &tempfile::TempDir, name: &str| {
+        let opts = common::options().resolver_host(Arc::new(WasmResolvers::new()));
+        Store::open(dir.path(), name, opts).expect("open")
+    };
+    let (w, e) = (open(&wdir, "w"), open(&edir, "e"));
+    set_time(1);
+    w.put_container("db", "carts", "/pk", custom("m"))
+        .expect("container");
+    let m1 = w.put_resolver("db", "carts", "m", &pick(1)).expect("m1");
+    exchange(&[&w, &e]);
+    // Isolated: W uploads M2 (re-pinning), E later changes the limits (its definition pins M1).
+    set_time(100);
+    let m2 = w.put_resolver("db", "carts", "m", &pick(0)).expect("m2");
+    assert_ne!(m1, m2);
+    set_time(200);
+    let limits = ResolverLimits {
+        fuel: 5_000_000,
+        ..ResolverLimits::default()
+    };
+    let policy = ConflictPolicy::Custom {
+        resolver: "m".into(),
+        hash: None,
+        limits,
+    };
+    e.put_container("db", "carts", "/pk", policy)
+        .expect("limits");
+    set_time(300);
+    w.upsert_item(
+        "db",
+        "carts",
+        serde_json::json!({"id": "c1", "pk": "p", "who": "w"}),
+    )
+    .expect("w");
+    set_time(400);
+    e.upsert_item(
+        "db",
+        "carts",
+        serde_json::json!({"id": "c1", "pk": "p", "who": "e"}),
+    )
+    .expect("e");
+    drop((w, e));
+    set_time(500);
+    let (w, e) = (open(&wdir, "w"), open(&edir, "e"));
+    exchange(&[&w, &e]);
+    let pinned = |s: &Store| match s
+        .container("db", "carts")
+        .expect("def")
+        .conflict_resolution_policy
+    {
+        ConflictPolicy::Custom { hash, .. } => hash,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pinned(&w), Some(m1.clone()), "E's later change pins M1");
+    assert_eq!(pinned(&e), Some(m1));
+    assert_eq!(
+        shown(&w, "db", "carts", "p", "c1"),
+        shown(&e, "db", "carts", "p", "c1")
+    );
+    assert!(
+        shown(&w, "db", "carts", "p", "c1")
+            .1
+            .contains("\"who\":\"w\""),
+        "M1 picks the older"
+    );
+    assert!(open_records(&w, "db", "carts").is_empty());
+    assert!(open_records(&e, "db", "carts").is_empty());
+}
+
+/// Defect 3: record ids left the reason out, so when only the outcome changed (manual to a
+/// missing resolver) each region kept the reason of the record it had opened first.
+#[test]
+fn a_changed_reason_opens_a_new_record_in_every_region() {
+    let (w, e) = (sandboxed("w"), sandboxed("e"));
+    for s in [&w, &e] {
+        s.put_container("db", "c", "/pk", ConflictPolicy::Manual)
+            .expect("container");
+    }
+    set_time(10);
+    w.upsert_item("db", "c", serde_json::json!({"id": "x", "pk": "p", "n": 1}))
+        .expect("w");
+    set_time(20);
+    e.upsert_item("db", "c", serde_json::json!({"id": "x", "pk": "p", "n": 2}))
+        .expect("e");
+    exchange(&[&w, &e]);
+    assert_eq!(open_records(&w, "db", "c")[0].1, "manual policy");
+    // W has its record with `manual policy`; E switches to a resolver nobody uploaded.
+    set_time(30);
+    e.put_container("db", "c", "/pk", custom("later"))
+        .expect("custom");
+    exchange(&[&w, &e]);
+    let records = open_records(&w, "db", "c");
+    assert_eq!(records, open_records(&e, "db", "c"));
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].1, "resolver missing");
+}
+
+/// Defect 8: the epoch counted the drops a region had seen, so a region that had applied only
+/// the later of two drops derived the id of a dropped creation: the re-created container
+/// answered 201 and was born dropped. And resolvers outlived a drop, so a re-created
+/// container inherited the old modules.
+#[test]
+fn a_re_created_container_is_live_whatever_drops_arrived() {
+    let (w, e) = (sandboxed("w"), sandboxed("e"));
+    set_time(1);
+    w.put_container("db", "c", "/pk", custom("m"))
+        .expect("create");
+    w.put_resolver("db", "c", "m", &pick(0)).expect("upload");
+    exchange(&[&w, &e]);
+    assert_eq!(e.resolvers("db", "c").expect("list").len(), 1);
+    set_time(2);
+    w.drop_container("db", "c").expect("drop 1");
+    set_time(3);
+    w.put_container("db", "c", "/pk", custom("m"))
+        .expect("re-create");
+    assert!(
+        w.resolvers("db", "c").expect("list").is_empty(),
+        "a drop takes the resolvers"
+    );
+    set_time(4);
+    w.drop_container("db", "c").expect("drop 2");
+    // E learns of the second drop only.
+    let last = common::everything(&w)
+        .versions
+        .into_iter()
+        .rev()
+        .find(|v| v.deleted)
+        .expect("the second drop");
+    e.apply_versions(&[last]).expect("apply");
+    assert!(e.container("db", "c").is_err(), "dropped at E");
+    set_time(5);
+    let (def, created) = e
+        .put_container("db", "c", "/pk", custom("m"))
+        .expect("re-create at E");
+    assert!(created);
+    assert_eq!(e.container("db", "c").expect("live at E"), def);
+    let pinned = match &def.conflict_resolution_policy {
+        ConflictPolicy::Custom { hash, .. } => hash.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        pinned, None,
+        "no module of an earlier creation is inherited"
+    );
+    e.upsert_item("db", "c", serde_json::json!({"id": "x", "pk": "p"}))
+        .expect("write at E");
+    exchange(&[&w, &e]);
+    assert_eq!(w.container("db", "c").expect("live at W"), def);
+    assert_eq!(
+        shown(&w, "db", "c", "p", "x"),
+        shown(&e, "db", "c", "p", "x")
+    );
+}
+
+/// A resolver that loops until its fuel runs out.
+fn looping() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "converge_abi_version") (result i32) (i32.const 1))
+            (func (export "converge_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "converge_resolve") (param i32 i32) (result i64)
+              (loop $l (br $l)) (i64.const 0)))"#,
+    )
+    .expect("wat")
+}
+
+fn looping_policy(fuel: u64) -> ConflictPolicy {
+    ConflictPolicy::Custom {
+        resolver: "spin".into(),
+        hash: None,
+        limits: ResolverLimits {
+            fuel,
+            ..ResolverLimits::default()
+        },
+    }
+}
+
+/// Writes `n` items in `a` and `b` concurrently in container `slow`.
+fn conflicts_in(a: &Store, b: &Store, n: usize) {
+    for i in 0..n {
+        let id = format!("i{i}");
+        set_time(10);
+        a.upsert_item(
+            "db",
+            "slow",
+            serde_json::json!({"id": id, "pk": "p", "who": "a"}),
+        )
+        .expect("a");
+        set_time(20);
+        b.upsert_item(
+            "db",
+            "slow",
+            serde_json::json!({"id": id, "pk": "p", "who": "b"}),
+        )
+        .expect("b");
+    }
+}
+
+/// Defect 4: interrupted calls were retried inside the writer lock, so with a looping
+/// resolver and a large fuel limit every other write in the region waited for them, without
+/// end; and the first calls ran inside the replication batch.
+#[test]
+fn a_looping_resolver_never_stalls_the_write_path() {
+    let (a, b) = (sandboxed("a"), sandboxed("b"));
+    for s in [&a, &b] {
+        s.put_container(
+            "db",
+            "slow",
+            "/pk",
+            looping_policy(ResolverLimits::MAX_FUEL),
+        )
+        .expect("slow");
+        s.create_container("db", "fast", "/pk").expect("fast");
+    }
+    a.put_resolver("db", "slow", "spin", &looping())
+        .expect("upload");
+    conflicts_in(&a, &b, 4);
+    let started = std::time::Instant::now();
+    common::pull(&a, &b);
+    let batch = started.elapsed();
+    assert!(
+        batch < std::time::Duration::from_secs(2),
+        "a batch of four conflicts under a looping resolver took {batch:?}"
+    );
+    assert!(
+        a.interrupted_count() > 0,
+        "the calls are put off, not made in the batch"
+    );
+    // What the server's retry thread does, while the application writes elsewhere.
+    std::thread::scope(|scope| {
+        let retries = scope.spawn(|| {
+            while a.interrupted_count() > 0 {
+                a.retry_interrupted().expect("retry");
+            }
+        });
+        for n in 0..20 {
+            let started = std::time::Instant::now();
+            a.upsert_item(
+                "db",
+                "fast",
+                serde_json::json!({"id": format!("w{n}"), "pk": "p"}),
+            )
+            .expect("write");
+            let took = started.elapsed();
+            assert!(
+                took < std::time::Duration::from_secs(1),
+                "write {n} took {took:?} while resolutions were retried"
+            );
+        }
+        retries.join().expect("retries");
+    });
+    // The retries ended the way the sandbox ends such a call, and every region agrees.
+    common::pull(&b, &a);
+    while b.interrupted_count() > 0 {
+        b.retry_interrupted().expect("retry at b");
+    }
+    for i in 0..4 {
+        let id = format!("i{i}");
+        assert_eq!(
+            shown(&a, "db", "slow", "p", &id),
+            shown(&b, "db", "slow", "p", &id)
+        );
+    }
+    let records = open_records(&a, "db", "slow");
+    assert_eq!(records, open_records(&b, "db", "slow"));
+    assert_eq!(records.len(), 4);
+    assert!(
+        records.iter().all(|(_, r)| r == "out of fuel"),
+        "{records:?}"
+    );
+}
+
+/// Defect 4, continued: the set of interrupted items lived in memory only, so after a restart
+/// an item kept its tentative value while the other regions showed the decision.
+#[test]
+fn interrupted_resolutions_are_retried_after_a_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let open = |watchdog: std::time::Duration| {
+        let host = WasmResolvers::new().with_watchdog(watchdog);
+        Store::open(
+            dir.path(),
+            "a",
+            common::options().resolver_host(Arc::new(host)),
+        )
+        .expect("open")
+    };
+    // A short watchdog stops every call of a resolver that needs a tenth of a second or so.
+    let a = open(std::time::Duration::from_millis(20));
+    let b = sandboxed("b");
+    for s in [&a, &b] {
+        s.put_container("db", "slow", "/pk", looping_policy(100_000_000))
+            .expect("slow");
+    }
+    a.put_resolver("db", "slow", "spin", &looping())
+        .expect("upload");
+    conflicts_in(&a, &b, 2);
+    exchange(&[&a, &b]);
+    a.retry_interrupted().expect("retry");
+    assert_eq!(a.interrupted_count(), 2, "stopped again: still waiting");
+    drop(a);
+    let a = open(converge_core::DEFAULT_WATCHDOG);
+    assert_eq!(a.interrupted_count(), 2, "the list survives the restart");
+    while a.interrupted_count() > 0 {
+        a.retry_interrupted().expect("retry");
+    }
+    while b.interrupted_count() > 0 {
+        b.retry_interrupted().expect("retry at b");
+    }
+    for id in ["i0", "i1"] {
+        assert_eq!(
+            shown(&a, "db", "slow", "p", id),
+            shown(&b, "db", "slow", "p", id)
+        );
+    }
+    let records = open_records(&a, "db", "slow");
+    assert_eq!(records, open_records(&b, "db", "slow"));
+    assert_eq!(records.len(), 2);
+    assert!(
+        records.iter().all(|(_, r)| r == "out of fuel"),
+        "{records:?}"
+    );
 }

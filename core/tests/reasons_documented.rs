@@ -11,7 +11,7 @@ fn abi_doc() -> String {
 /// The texts in backquotes of the last column of the ABI's "Limits" table.
 fn limit_table_reasons(doc: &str) -> Vec<String> {
     let table = doc
-        .split("| limit | default | when exceeded: feed reason |")
+        .split("| limit (definition field) | default | allowed | when exceeded: feed reason |")
         .nth(1)
         .expect("the Limits table");
     let reasons: Vec<String> = table

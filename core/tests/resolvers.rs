@@ -161,10 +161,11 @@ fn installed_resolvers_survive_a_restart() {
     let east = sandboxed("east");
     east.put_container("db", "carts", "/pk", policy())
         .expect("container");
-    set_time(10);
+    // Later than the clock bound West resumed at (its clock never goes backwards).
+    set_time(1000);
     west.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "west"}))
         .expect("w");
-    set_time(20);
+    set_time(2000);
     east.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "east"}))
         .expect("e");
     west.apply_batch(

@@ -59,7 +59,7 @@ fn versions() -> Vec<CanonicalVersion> {
 
 fn run_with(bytes: &[u8], limits: &ResolverLimits) -> Outcome {
     let host = WasmResolvers::new();
-    let hash = host.install("c", "r", bytes).expect("install");
+    let hash = host.install(bytes).expect("install");
     let vs = versions();
     let pk = PartitionKey::from("p");
     let req = ResolveRequest {
@@ -68,7 +68,7 @@ fn run_with(bytes: &[u8], limits: &ResolverLimits) -> Outcome {
         partition_key: &pk,
         versions: &vs,
         resolver: "r",
-        hash: Some(&hash),
+        hash: &hash,
         limits,
     };
     host.resolve(&req)
@@ -106,7 +106,10 @@ fn decisions_come_back() {
 fn a_trap_after_a_refused_memory_growth_is_memory_limit() {
     let grow_refused = "(drop (memory.grow (i32.const 100000)))";
     let cases = [
-        (format!("{grow_refused} (loop $l (br $l)) (i64.const 0)"), ""),
+        (
+            format!("{grow_refused} (loop $l (br $l)) (i64.const 0)"),
+            "",
+        ),
         (
             format!("{grow_refused} (call $deep (i64.const 0))"),
             "(func $deep (param i64) (result i64) (call $deep (i64.add (local.get 0) (i64.const 1))))",
@@ -121,9 +124,8 @@ fn a_trap_after_a_refused_memory_growth_is_memory_limit() {
         );
     }
     // A refused growth the guest recovers from is no failure.
-    let recovers = format!(
-        "{grow_refused} (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))"
-    );
+    let recovers =
+        format!("{grow_refused} (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 10))");
     assert_eq!(
         run(&module("", r#"{\"pick\":1}"#, &recovers, "")),
         Outcome::Pick(1)
@@ -293,7 +295,7 @@ fn every_failure_has_its_feed_reason() {
 fn modules_that_break_the_abi_are_refused_at_install() {
     let host = WasmResolvers::new();
     assert!(matches!(
-        host.install("c", "r", b"not wasm"),
+        host.install(b"not wasm"),
         Err(ModuleError::Invalid(_))
     ));
     let bad_import = module(
@@ -302,7 +304,7 @@ fn modules_that_break_the_abi_are_refused_at_install() {
         "(i64.const 0)",
         "",
     );
-    let e = host.install("c", "r", &bad_import).expect_err("refused");
+    let e = host.install(&bad_import).expect_err("refused");
     assert!(
         matches!(&e, ModuleError::Import { module, name } if module == "env" && name == "clock"),
         "{e}"
@@ -316,12 +318,12 @@ fn modules_that_break_the_abi_are_refused_at_install() {
     )
     .expect("wat");
     assert_eq!(
-        host.install("c", "r", &wrong_version),
+        host.install(&wrong_version),
         Err(ModuleError::AbiVersion(2))
     );
     let missing = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "converge_abi_version") (result i32) (i32.const 1)))"#).expect("wat");
     assert!(matches!(
-        host.install("c", "r", &missing),
+        host.install(&missing),
         Err(ModuleError::Export {
             name: "converge_alloc",
             ..
@@ -335,7 +337,7 @@ fn modules_that_break_the_abi_are_refused_at_install() {
     )
     .expect("wat");
     assert!(matches!(
-        host.install("c", "r", &wrong_type),
+        host.install(&wrong_type),
         Err(ModuleError::Export {
             name: "converge_alloc",
             ..
@@ -369,8 +371,6 @@ fn every_call_starts_from_a_fresh_state_and_is_deterministic() {
 #[test]
 fn a_store_resolves_custom_conflicts_with_an_installed_module() {
     let host = Arc::new(WasmResolvers::new());
-    host.install("carts", "newest", &answer(r#"{"pick":1}"#))
-        .expect("install");
     let opts = || StoreOptions::new().resolver_host(host.clone());
     let (a, b) = (
         Store::memory("a", opts()).expect("a"),
@@ -385,6 +385,8 @@ fn a_store_resolves_custom_conflicts_with_an_installed_module() {
         s.put_container("db", "carts", "/pk", policy.clone())
             .expect("container");
     }
+    a.put_resolver("db", "carts", "newest", &answer(r#"{"pick":1}"#))
+        .expect("install");
     a.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "a"}))
         .expect("a");
     b.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "b"}))
@@ -419,8 +421,7 @@ fn the_hand_written_wat_resolver_runs_as_docs_abi_md_describes() {
     );
     let bytes = wat::parse_file(path).expect("review.wat parses");
     let host = WasmResolvers::new();
-    host.install("c", "review", &bytes)
-        .expect("accepted by the host");
+    host.install(&bytes).expect("accepted by the host");
     let input = br#"{"abi":1,"container":"c","id":"i","partitionKey":"p","versions":[{"item":null,"deleted":true,"region":"w","timestamp":1,"logical":0},{"item":{"id":"i"},"deleted":false,"region":"e","timestamp":0,"logical":0}]}"#;
     let report = host
         .call_module(&bytes, input, &ResolverLimits::default())
@@ -448,7 +449,6 @@ fn the_watchdog_stops_a_runaway_call_which_is_retried_not_recorded() {
     let report = host.call_module(&spins, input, &limits).expect("call");
     assert_eq!(report.outcome, Outcome::Interrupted);
 
-    host.install("carts", "slow", &spins).expect("install");
     let opts = || StoreOptions::new().resolver_host(host.clone());
     let (a, b) = (
         Store::memory("a", opts()).expect("a"),
@@ -463,8 +463,12 @@ fn the_watchdog_stops_a_runaway_call_which_is_retried_not_recorded() {
         s.put_container("db", "carts", "/pk", policy.clone())
             .expect("container");
     }
+    a.put_resolver("db", "carts", "slow", &spins)
+        .expect("install");
     a.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "a"}))
         .expect("a");
+    // On the wall clock: b's write is the later one.
+    std::thread::sleep(std::time::Duration::from_millis(5));
     b.upsert_item("db", "carts", json!({"id": "i", "pk": "p", "who": "b"}))
         .expect("b");
     a.apply_batch(&b.read_log(converge_core::Cursor::START, 100).expect("log"))
@@ -484,13 +488,14 @@ fn the_watchdog_stops_a_runaway_call_which_is_retried_not_recorded() {
     assert_eq!(a.interrupted_count(), 1);
     assert_eq!(a.retry_interrupted().expect("retry"), 1);
     assert_eq!(a.interrupted_count(), 1, "stopped again: still pending");
-    // Once a resolver that finishes is installed under the name, the retry decides.
-    host.install("carts", "slow", &answer(r#"{"pick":1}"#))
+    // Once a resolver that finishes is uploaded under the name, the conflict is decided and
+    // nothing waits any more.
+    a.put_resolver("db", "carts", "slow", &answer(r#"{"pick":1}"#))
         .expect("replace");
-    assert_eq!(a.retry_interrupted().expect("retry"), 1);
-    assert_eq!(a.interrupted_count(), 0);
     assert_eq!(
         a.read_item("db", "carts", &pk, "i").expect("read").body["who"],
         "a"
     );
+    a.retry_interrupted().expect("retry");
+    assert_eq!(a.interrupted_count(), 0);
 }

@@ -8,19 +8,22 @@ use converge_core::{Outcome, ResolveRequest, ResolverHost};
 use std::sync::Arc;
 
 /// A deterministic custom resolver that exercises every outcome: merges when the versions'
-/// `n` sum is even, picks the last version when it is 1 mod 4, deletes on 3 mod 8, and fails
-/// (as a trapping resolver would) otherwise.
+/// `n` sum (plus a number the module's hash gives, so module versions decide differently) is
+/// even, picks the last version when it is 1 mod 4, deletes on 3 mod 8, and fails (as a
+/// trapping resolver would) otherwise.
 struct MixedHost;
 
 impl ResolverHost for MixedHost {
     fn resolve(&self, req: &ResolveRequest<'_>) -> Outcome {
-        let sum: u64 = req
-            .versions
-            .iter()
-            .filter_map(|v| v.body.as_deref())
-            .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-            .filter_map(|b| b["n"].as_u64())
-            .sum();
+        let module = u64::from_str_radix(&req.hash[..1], 16).unwrap_or(0);
+        let sum: u64 = module
+            + req
+                .versions
+                .iter()
+                .filter_map(|v| v.body.as_deref())
+                .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                .filter_map(|b| b["n"].as_u64())
+                .sum::<u64>();
         match sum % 8 {
             0 | 2 | 4 | 6 => Outcome::Merge(
                 serde_json::json!({"id": req.id, "pk": req.partition_key.to_value(), "n": sum})
@@ -31,6 +34,23 @@ impl ResolverHost for MixedHost {
             _ => Outcome::Failed("trap: odd sum".into()),
         }
     }
+}
+
+/// Three valid modules with different bytes (so different hashes), for [`MixedHost`], which
+/// decides by the hash alone.
+fn module_versions() -> Vec<Arc<[u8]>> {
+    (0..3)
+        .map(|v| {
+            wat::parse_str(format!(
+                r#"(module (memory (export "memory") 1) (data (i32.const 0) "v{v}")
+                    (func (export "converge_abi_version") (result i32) (i32.const 1))
+                    (func (export "converge_alloc") (param i32) (result i32) (i32.const 1024))
+                    (func (export "converge_resolve") (param i32 i32) (result i64) (i64.const 0)))"#
+            ))
+            .expect("wat")
+            .into()
+        })
+        .collect()
 }
 
 fn seeds() -> u64 {
@@ -45,6 +65,7 @@ fn config(seed: u64, policy: SimPolicy) -> SimConfig {
     let mut c = SimConfig::new(seed, policy);
     if custom {
         c.host = Some(Arc::new(MixedHost));
+        c.modules = module_versions();
     }
     // One seed in twenty runs region 0 on redb and restarts it mid-run.
     c.durable = seed.is_multiple_of(20);

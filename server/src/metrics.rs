@@ -325,8 +325,16 @@ impl ResolverHost for MeteredResolvers {
         outcome
     }
 
-    fn install(&self, container: &str, name: &str, module: &[u8]) -> Result<String, String> {
-        ResolverHost::install(&self.inner, container, name, module)
+    fn resolve_within(&self, request: &ResolveRequest<'_>, limit: std::time::Duration) -> Outcome {
+        let start = Instant::now();
+        let outcome = self.inner.resolve_within(request, limit);
+        self.metrics
+            .resolved(&outcome, start.elapsed().as_secs_f64());
+        outcome
+    }
+
+    fn load(&self, module: &[u8]) -> Result<String, String> {
+        ResolverHost::load(&self.inner, module)
     }
 }
 

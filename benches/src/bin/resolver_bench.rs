@@ -159,11 +159,7 @@ fn main() -> Result<()> {
         args.memory_calls as usize,
     );
     let host = WasmResolvers::new();
-    let hash = host.install(
-        "orders",
-        "highest-version",
-        converge_udf_examples::HIGHEST_VERSION,
-    )?;
+    let hash = host.install(converge_udf_examples::HIGHEST_VERSION)?;
     let limits = ResolverLimits::default();
     // What one instance costs the process: resident memory before and after the first call
     // (the module is compiled at install; the call takes a pool slot, its memory and tables).

@@ -110,7 +110,12 @@ impl ResolverLimits {
     pub fn validate(&self) -> Result<()> {
         let checks = [
             ("fuel", self.fuel, 1, Self::MAX_FUEL),
-            ("memoryBytes", self.memory_bytes, 65_536, Self::MAX_MEMORY_BYTES),
+            (
+                "memoryBytes",
+                self.memory_bytes,
+                65_536,
+                Self::MAX_MEMORY_BYTES,
+            ),
             ("stackBytes", self.stack_bytes, 1, Self::MAX_STACK_BYTES),
             ("inputBytes", self.input_bytes, 1, Self::MAX_INPUT_BYTES),
             ("outputBytes", self.output_bytes, 1, Self::MAX_OUTPUT_BYTES),

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Version of the replication protocol this binary speaks.
-pub const PROTOCOL_FORMAT: u32 = 1;
+/// Version of the replication protocol this binary speaks. Format 2: resolver items belong to a
+/// container's creation. A deployment runs one build, so other formats are refused.
+pub const PROTOCOL_FORMAT: u32 = 2;
 
 /// The most stored log bytes one batch carries: `Store::read_log` stops before passing it,
 /// though a batch always carries at least one version (an item may be 2 MiB).
@@ -75,7 +76,7 @@ impl Batch {
         out
     }
 
-    /// Decodes and checks the wire form. A damaged, truncated or newer-format batch is refused
+    /// Decodes and checks the wire form. A damaged, truncated or other-format batch is refused
     /// whole.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < 16 || &bytes[..4] != MAGIC {
@@ -84,7 +85,7 @@ impl Batch {
             ));
         }
         let format = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if format > PROTOCOL_FORMAT {
+        if format != PROTOCOL_FORMAT {
             return Err(Error::CorruptBatch(format!(
                 "batch uses protocol format {format}; this binary speaks {PROTOCOL_FORMAT}"
             )));

@@ -33,8 +33,9 @@ pub struct ResolveRequest<'a> {
     pub versions: &'a [CanonicalVersion],
     /// The resolver's name in the container.
     pub resolver: &'a str,
-    /// The content hash the definition pinned, if any.
-    pub hash: Option<&'a str>,
+    /// The content hash of the module to run: the one the definition pins. The store asks only
+    /// for modules it holds.
+    pub hash: &'a str,
     /// Per-call limits from the definition.
     pub limits: &'a ResolverLimits,
 }
@@ -63,11 +64,20 @@ pub trait ResolverHost: Send + Sync {
     /// in every region.
     fn resolve(&self, request: &ResolveRequest<'_>) -> Outcome;
 
-    /// Loads a module as resolver `name` of `container` (a store calls it when a resolver is
-    /// installed or arrives from a peer). Returns its content hash. A host without a sandbox
-    /// refuses, and conflicts under that resolver show `resolver missing`.
-    fn install(&self, container: &str, name: &str, module: &[u8]) -> Result<String, String> {
-        let _ = (container, name, module);
+    /// As [`resolve`](Self::resolve), stopping the call with [`Outcome::Interrupted`] if it
+    /// runs longer than `limit` on the wall clock (the store calls it while it holds its
+    /// writer, with a short limit, and retries interrupted calls without the writer). A host
+    /// whose calls are always quick may ignore the limit.
+    fn resolve_within(&self, request: &ResolveRequest<'_>, limit: std::time::Duration) -> Outcome {
+        let _ = limit;
+        self.resolve(request)
+    }
+
+    /// Loads a module, known afterwards by its content hash, which it returns (a store calls it
+    /// for every module version it stores, local or from a peer, and for each stored module
+    /// at open). A host without a sandbox refuses, and conflicts show `resolver missing`.
+    fn load(&self, module: &[u8]) -> Result<String, String> {
+        let _ = module;
         Err("this store runs no resolver sandbox".into())
     }
 }
@@ -82,10 +92,15 @@ impl ResolverHost for NoResolvers {
     }
 }
 
-/// Decides the visible value of siblings in canonical order under `policy`.
+/// Decides the visible value of siblings in canonical order under `policy`. `module` is the
+/// content hash of the module a custom policy runs, when this region holds it; `within` limits
+/// the call's wall-clock time (see [`ResolverHost::resolve_within`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decide(
     policy: &ConflictPolicy,
+    module: Option<&str>,
     host: &dyn ResolverHost,
+    within: Option<std::time::Duration>,
     container: &str,
     id: &str,
     partition_key: &PartitionKey,
@@ -99,26 +114,25 @@ pub(crate) fn decide(
         ConflictPolicy::Lww { .. } => Outcome::Pick(0),
         ConflictPolicy::Manual => Outcome::Failed(reason::MANUAL_POLICY.into()),
         ConflictPolicy::Custom {
-            resolver,
-            hash,
-            limits,
+            resolver, limits, ..
         } => {
+            let Some(hash) = module else {
+                return Outcome::Failed(reason::RESOLVER_MISSING.into());
+            };
             let req = ResolveRequest {
                 container,
                 id,
                 partition_key,
                 versions,
                 resolver,
-                hash: hash.as_deref(),
+                hash,
                 limits,
             };
-            check_answer(
-                host.resolve(&req),
-                versions.len(),
-                id,
-                partition_key,
-                pk_path,
-            )
+            let outcome = match within {
+                Some(limit) => host.resolve_within(&req, limit),
+                None => host.resolve(&req),
+            };
+            check_answer(outcome, versions.len(), id, partition_key, pk_path)
         }
     }
 }
@@ -194,7 +208,9 @@ mod tests {
         };
         decide(
             &policy,
+            Some("h"),
             host,
+            None,
             "c",
             "x",
             &PartitionKey::from("p"),

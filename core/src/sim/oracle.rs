@@ -54,7 +54,7 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
             }
         }
     };
-    let open = |i: usize| -> Fallible<BTreeSet<String>> {
+    let open = |i: usize| -> Fallible<BTreeSet<(String, String)>> {
         let store = world.store(i);
         let mut out = BTreeSet::new();
         let mut cont = None;
@@ -68,7 +68,7 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
                 page.items
                     .into_iter()
                     .filter(|r| r.status == ConflictStatus::Open)
-                    .map(|r| r.id),
+                    .map(|r| (r.id, r.reason)),
             );
             match page.continuation {
                 Some(c) => cont = Some(c),

@@ -44,6 +44,11 @@ pub struct SimConfig {
     pub steps: usize,
     /// The resolver host for [`SimPolicy::Custom`].
     pub host: Option<Arc<dyn ResolverHost>>,
+    /// The module versions uploaded under [`SimPolicy::Custom`]'s resolver name: the first by
+    /// region 0 at the start and by whichever region re-creates the container, any of them by
+    /// a random region during the run (each upload re-pins the definition). Regions run only
+    /// what has reached them: until then their conflicts show `resolver missing`.
+    pub modules: Vec<Arc<[u8]>>,
     /// Whether containers may be dropped and re-created during the run.
     pub drops: bool,
     /// Bytes that drive the schedule's choices before the seed does (for fuzzing).
@@ -77,6 +82,7 @@ impl SimConfig {
             durable: false,
             steps: 80,
             host: None,
+            modules: Vec::new(),
             drops: true,
             tape: Vec::new(),
             bodies: None,
@@ -242,7 +248,39 @@ impl World {
                 .store(i)
                 .put_container(DB, CONTAINER, PK_PATH, policy.clone())?;
         }
+        world.at(0);
+        world.upload(0, 0)?;
         Ok(world)
+    }
+
+    /// Region `i` uploads module version `which` of [`SimConfig::modules`] (under a custom
+    /// policy, where the container exists there).
+    fn upload(&mut self, i: usize, which: usize) -> Result<(), Error> {
+        let (SimPolicy::Custom(name), Some(module)) =
+            (&self.cfg.policy, self.cfg.modules.get(which))
+        else {
+            return Ok(());
+        };
+        let out = self.store(i).put_resolver(DB, CONTAINER, name, module);
+        self.log(format!(
+            "{} uploads module {which}: {:?}",
+            self.regions[i].name,
+            out.as_ref().map(|h| &h[..8])
+        ));
+        match out {
+            Ok(_) | Err(Error::UnknownContainer { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn step_upload(&mut self) -> Result<(), Error> {
+        if self.cfg.modules.is_empty() {
+            return Ok(());
+        }
+        let i = self.rng.below(self.regions.len() as u64) as usize;
+        let which = self.rng.below(self.cfg.modules.len() as u64) as usize;
+        self.at(i);
+        self.upload(i, which)
     }
 
     fn initial_policy(&self) -> ConflictPolicy {
@@ -307,7 +345,8 @@ impl World {
                     Ok(())
                 }
                 880..=919 => self.step_restart(),
-                920..=959 => self.step_in_flight(),
+                920..=949 => self.step_in_flight(),
+                950..=959 => self.step_upload(),
                 960..=989 => self.step_policy(),
                 _ => self.step_drop(),
             };
@@ -546,7 +585,8 @@ impl World {
             "{} drops and re-creates the container: {:?}",
             self.regions[i].name, def.0.creation_id
         ));
-        Ok(())
+        // Resolvers belong to a creation: the new one needs its module uploaded again.
+        self.upload(i, 0)
     }
 
     /// Heals every link and pulls between all pairs until nothing new arrives.
@@ -580,8 +620,21 @@ impl World {
                     }
                 }
             }
-            self.log(format!("exchange round {round}: {applied} applied"));
-            if applied == 0 {
+            // What a server's retry loop does: resolutions the watchdog stopped, or that a
+            // transaction put off, are decided without the writer.
+            let mut waiting = 0;
+            for i in 0..n {
+                self.at(i);
+                let store = self.store(i);
+                if store.interrupted_count() > 0 {
+                    store.retry_interrupted().map_err(|e| e.to_string())?;
+                    waiting += store.interrupted_count();
+                }
+            }
+            self.log(format!(
+                "exchange round {round}: {applied} applied, {waiting} resolutions waiting"
+            ));
+            if applied == 0 && waiting == 0 {
                 return Ok(());
             }
         }

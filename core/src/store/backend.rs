@@ -22,9 +22,11 @@ pub(crate) enum Table {
     Cursors,
     Creations,
     Dropped,
+    Modules,
+    Interrupted,
 }
 
-const TABLE_COUNT: usize = 10;
+const TABLE_COUNT: usize = 12;
 
 impl Table {
     const ALL: [Table; TABLE_COUNT] = [
@@ -38,6 +40,8 @@ impl Table {
         Table::Cursors,
         Table::Creations,
         Table::Dropped,
+        Table::Modules,
+        Table::Interrupted,
     ];
 
     fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -52,6 +56,8 @@ impl Table {
             Table::Cursors => "cursors",
             Table::Creations => "creations",
             Table::Dropped => "dropped",
+            Table::Modules => "modules",
+            Table::Interrupted => "interrupted",
         })
     }
 }
@@ -458,7 +464,11 @@ mod tests {
         let (out, capped) = capped(rows, 500, 16 << 20).expect("scan");
         assert_eq!(out.len(), 8);
         assert!(capped);
-        assert_eq!(pulled.get(), 9, "one row past the cap is looked at, none copied");
+        assert_eq!(
+            pulled.get(),
+            9,
+            "one row past the cap is looked at, none copied"
+        );
         for b in [Backend::memory(), {
             let dir = tempfile::tempdir().expect("tempdir");
             Backend::open_redb(&dir.path().join("s.redb"), 1 << 20).expect("open")

@@ -5,8 +5,9 @@ use crate::model::{CreationId, ItemKey, Operation, PartitionKey};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// The store file format this binary writes and reads.
-pub(crate) const STORE_FORMAT: u32 = 1;
+/// The store file format this binary writes and reads. Format 2: resolver items belong to a
+/// container's creation, module bytes are kept by content hash, creations record their epoch.
+pub(crate) const STORE_FORMAT: u32 = 2;
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     postcard::to_extend(v, Vec::with_capacity(1280))

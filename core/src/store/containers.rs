@@ -22,12 +22,25 @@ impl Store {
         validate_name("database", database)?;
         validate_name("container", name)?;
         self.write_tx(self.commit_sync(), |tx| {
-            // The definition pins the content hash of the resolver it names, if installed.
-            let mut policy = policy;
-            if let ConflictPolicy::Custom { resolver, hash, .. } = &mut policy {
-                *hash = super::resolvers::installed_hash(tx.read(), database, name, resolver)?;
-            }
             let existing = defs::visible_def(tx.read(), database, name)?;
+            let creation = match &existing {
+                Some(d) => d.creation_id,
+                None => CreationId::derive(
+                    database,
+                    name,
+                    partition_key,
+                    defs::next_epoch(tx.read(), database, name, partition_key)?,
+                ),
+            };
+            // The definition pins the content hash of the resolver it names, if installed in
+            // this creation; otherwise it keeps the hash it was given (a module to come).
+            let mut policy = policy;
+            if let ConflictPolicy::Custom { resolver, hash, .. } = &mut policy
+                && let Some(installed) =
+                    super::resolvers::installed_hash(tx.read(), database, name, creation, resolver)?
+            {
+                *hash = Some(installed);
+            }
             let (def, op) = match existing {
                 Some(d) if d.partition_key != partition_key => {
                     return Err(Error::InvalidDefinition(format!(
@@ -38,7 +51,7 @@ impl Store {
                 Some(d) if d.conflict_resolution_policy == policy => return Ok((d, false)),
                 Some(d) => (ContainerDef { conflict_resolution_policy: policy, ..d }, Operation::Replace),
                 None => {
-                    let epoch = defs::drops_of(tx.read(), database, name)?;
+                    let epoch = defs::next_epoch(tx.read(), database, name, partition_key)?;
                     let def = ContainerDef {
                         database: database.to_owned(),
                         name: name.to_owned(),

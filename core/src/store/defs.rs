@@ -31,6 +31,7 @@ pub(crate) enum CidState {
 pub(crate) struct Creation {
     pub database: String,
     pub name: String,
+    pub epoch: u64,
 }
 
 pub(crate) fn def_key(database: &str, name: &str) -> ItemKey {
@@ -163,14 +164,31 @@ pub(crate) fn creations_of(kv: &dyn KvRead, database: &str, name: &str) -> Resul
     Ok(out)
 }
 
-/// How many drops of `database/name` this region has seen: the epoch of a new creation.
-pub(crate) fn drops_of(kv: &dyn KvRead, database: &str, name: &str) -> Result<u64> {
-    let mut n = 0;
+/// The epoch of a new creation of `database/name`: one past the highest epoch of its dropped
+/// creations this region knows (0 if none), and past any epoch whose creation id is dropped.
+/// It depends on which drops arrived, not on how many or in which order, so a region that saw
+/// only the latest drop derives the same id as one that saw them all, and a re-created
+/// container is never born dropped.
+pub(crate) fn next_epoch(
+    kv: &dyn KvRead,
+    database: &str,
+    name: &str,
+    partition_key: &str,
+) -> Result<u64> {
+    let mut epoch = 0;
     for (_, v) in kv.scan(Table::Dropped, &[], None, usize::MAX)? {
         let c: Creation = decode("drop", &v)?;
-        n += u64::from(c.database == database && c.name == name);
+        if c.database == database && c.name == name {
+            epoch = epoch.max(c.epoch.saturating_add(1));
+        }
     }
-    Ok(n)
+    while is_dropped(
+        kv,
+        crate::model::CreationId::derive(database, name, partition_key, epoch),
+    )? {
+        epoch += 1;
+    }
+    Ok(epoch)
 }
 
 /// Conflict records are keyed by container name, so records of a replaced creation show in the

@@ -162,7 +162,7 @@ const RESERVE: u64 = 4096;
 /// How far ahead of the clock its persisted bound is kept, ms: a restart resumes at most this
 /// far ahead of the last timestamp, and a region under constant load rewrites the bound about
 /// once per this interval.
-const CLOCK_RESERVE_MS: u64 = 1000;
+const CLOCK_RESERVE_MS: u64 = 250;
 
 impl WriterState {
     /// Whether the persisted state must be rewritten before this transaction commits.
@@ -214,8 +214,6 @@ pub struct Store {
     actors: RwLock<Actors>,
     group: group::GroupCommit,
     def_cache: RwLock<def_cache::DefCache>,
-    /// Items whose resolution the watchdog stopped; see [`Store::retry_interrupted`].
-    retry: Mutex<std::collections::BTreeSet<(crate::model::CreationId, crate::model::ItemKey)>>,
     options: StoreOptions,
 }
 
@@ -283,6 +281,12 @@ impl Store {
                     let found: u32 = decode("format", &f)?;
                     if found > STORE_FORMAT {
                         return Err(Error::FormatTooNew {
+                            found,
+                            supported: STORE_FORMAT,
+                        });
+                    }
+                    if found < STORE_FORMAT {
+                        return Err(Error::FormatTooOld {
                             found,
                             supported: STORE_FORMAT,
                         });
@@ -365,10 +369,9 @@ impl Store {
             actors: RwLock::new(actors),
             group: group::GroupCommit::default(),
             def_cache: RwLock::new(def_cache::DefCache::default()),
-            retry: Mutex::new(std::collections::BTreeSet::new()),
             options,
         };
-        store.load_resolvers()?;
+        store.load_modules()?;
         Ok(store)
     }
 
@@ -396,32 +399,64 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// How many items wait for a resolution the watchdog stopped.
+    /// How many items wait for a resolution the watchdog stopped (or that a transaction put
+    /// off): the durable list [`retry_interrupted`](Self::retry_interrupted) works through.
     pub fn interrupted_count(&self) -> usize {
-        self.retry.lock().map(|r| r.len()).unwrap_or(0)
+        self.read_tx(|kv, _| Ok(kv.scan(Table::Interrupted, &[], None, usize::MAX)?.len()))
+            .unwrap_or(0)
     }
 
-    /// Resolves again the items whose resolver call the watchdog stopped (outside any
-    /// replication batch, so a runaway resolver never stalls a peer). Returns how many were
-    /// retried; those stopped again stay pending.
+    /// Resolves again the items whose resolver call the watchdog stopped or a transaction put
+    /// off. Each call runs without the store's writer and outside any transaction, under the
+    /// host's full watchdog, so a slow resolver never stalls a local write or a peer's batch;
+    /// its outcome is committed only if the item's siblings, definition and module are
+    /// unchanged meanwhile. The list is durable: it survives a restart. Returns how many were
+    /// tried; those stopped again stay listed.
     pub fn retry_interrupted(&self) -> Result<usize> {
-        let pending: Vec<_> = match self.retry.lock() {
-            Ok(mut r) => std::mem::take(&mut *r).into_iter().collect(),
-            Err(_) => return Err(Error::Storage("retry lock poisoned".into())),
-        };
-        let n = pending.len();
-        let out = self.write_tx(self.commit_sync(), |tx| {
-            for (cid, key) in &pending {
-                tx.refresh_existing(*cid, key)?;
-            }
-            Ok(())
-        });
-        if out.is_err()
-            && let Ok(mut r) = self.retry.lock()
-        {
-            r.extend(pending);
+        let pending: Vec<Vec<u8>> = self.read_tx(|kv, _| {
+            Ok(kv
+                .scan(Table::Interrupted, &[], None, usize::MAX)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect())
+        })?;
+        for ik in &pending {
+            let read = self.read_tx(|kv, actors| {
+                let Some(rec) = defs::load_item(kv, ik)? else {
+                    return Ok(None);
+                };
+                let (cid, key) = codec::parse_item_key(ik)?;
+                let state = defs::cid_state(kv, cid)?;
+                let module = match &state {
+                    defs::CidState::Active(d) => resolvers::module_of(kv, d)?
+                        .filter(|h| resolvers::holds_module(kv, h).unwrap_or(false)),
+                    _ => None,
+                };
+                let writer_of = |a: ActorId| {
+                    actors.by_id.get(a as usize).cloned().ok_or_else(|| {
+                        Error::Storage(format!("item record names unknown writer {a}"))
+                    })
+                };
+                let inputs = tx::Inputs::read(kv, writer_of, &rec, state, module)?;
+                Ok(Some((cid, key, inputs)))
+            })?;
+            let Some((cid, key, inputs)) = read else {
+                self.write_tx(self.commit_sync(), |tx| {
+                    tx.kv.remove(Table::Interrupted, ik)
+                })?;
+                continue;
+            };
+            let (definition, _) = inputs.definition();
+            let siblings = inputs.siblings();
+            let conflict = crate::resolve::item::conflict_key(&definition, &key, &siblings);
+            let decider = crate::resolve::item::Decider::Host(&*self.options.host, None);
+            let outcome =
+                crate::resolve::item::resolve(&definition, cid, &key, &siblings, decider).outcome;
+            self.write_tx(self.commit_sync(), |tx| {
+                tx.commit_decided(ik, conflict, outcome)
+            })?;
         }
-        out.map(|()| n)
+        Ok(pending.len())
     }
 
     /// Makes every commit so far durable (a no-op under immediate durability).
@@ -439,7 +474,6 @@ impl Store {
         let saved_clock = w.clock.clone();
         let mut new_actors = Vec::new();
         let mut defs_changed = false;
-        let mut interrupted = Vec::new();
         let out = {
             let actors = self
                 .actors
@@ -458,7 +492,6 @@ impl Store {
                 let r = f(&mut t)?;
                 t.finish()?;
                 defs_changed = t.defs_changed();
-                interrupted = t.take_interrupted();
                 Ok(r)
             })
         };
@@ -467,11 +500,6 @@ impl Store {
                 if defs_changed {
                     // Before the writer lock is released: see def_cache.rs.
                     self.invalidate_defs();
-                }
-                if !interrupted.is_empty()
-                    && let Ok(mut r) = self.retry.lock()
-                {
-                    r.extend(interrupted);
                 }
                 if !new_actors.is_empty() {
                     let mut a = self

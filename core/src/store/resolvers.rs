@@ -1,12 +1,15 @@
-//! Resolver modules as items of the system container: `name → module` per container, so they
-//! are stored durably and replicate (and relay) like definitions, and every region runs the
-//! same bytes.
+//! Resolver modules as items of the system container: `name → module` per container creation,
+//! so they are stored durably and replicate (and relay) like definitions. The bytes of every
+//! module version that arrives are also kept by content hash (the modules table), whether or
+//! not the version is still visible, so a region can run whatever module its definition pins.
 
 use super::Store;
-use super::backend::{KvRead, Table};
+use super::backend::{KvRead, KvWrite, Table};
 use super::codec::{ItemRecord, decode, from_hex, parse_item_key, prefix_end, to_hex};
 use super::defs;
-use crate::model::{ConflictPolicy, ItemKey, PartitionKey, SYSTEM_CREATION, validate_name};
+use crate::model::{
+    ConflictPolicy, ContainerDef, CreationId, ItemKey, PartitionKey, SYSTEM_CREATION, validate_name,
+};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -19,16 +22,31 @@ const PARTITION_PREFIX: &str = "/resolvers/";
 pub(crate) struct ResolverItem {
     pub database: String,
     pub container: String,
+    /// The creation of the container it belongs to: a drop takes it with it.
+    pub creation: CreationId,
     pub name: String,
     pub hash: String,
     /// The module's bytes, hex.
     pub module: String,
 }
 
-pub(crate) fn resolver_key(database: &str, container: &str, name: &str) -> ItemKey {
+/// A resolver item's fields without its module, read without copying the bytes.
+#[derive(Deserialize)]
+struct ResolverHead {
+    hash: String,
+}
+
+/// The key of resolver `name` of one creation of `database/container`: `<container>/<creation
+/// id>/<name>` (names hold no `/`).
+pub(crate) fn resolver_key(
+    database: &str,
+    container: &str,
+    creation: CreationId,
+    name: &str,
+) -> ItemKey {
     ItemKey {
         partition_key: PartitionKey::from(format!("{PARTITION_PREFIX}{database}").as_str()),
-        id: format!("{container}/{name}"),
+        id: format!("{container}/{creation}/{name}"),
     }
 }
 
@@ -43,7 +61,7 @@ pub(crate) fn is_resolver_key(key: &ItemKey) -> bool {
 pub(crate) fn parse_resolver(key: &ItemKey, body: &str) -> Result<(ResolverItem, Vec<u8>)> {
     let bad = |why: &str| Error::CorruptBatch(format!("resolver item {}: {why}", key.id));
     let item: ResolverItem = serde_json::from_str(body).map_err(|e| bad(&e.to_string()))?;
-    if resolver_key(&item.database, &item.container, &item.name) != *key {
+    if resolver_key(&item.database, &item.container, item.creation, &item.name) != *key {
         return Err(bad("does not match its key"));
     }
     let module = from_hex(&item.module).ok_or_else(|| bad("module is not hex"))?;
@@ -53,25 +71,54 @@ pub(crate) fn parse_resolver(key: &ItemKey, body: &str) -> Result<(ResolverItem,
     Ok((item, module))
 }
 
-/// The content hash of the resolver installed as `name` in `database/container`, if any.
+/// The content hash of the visible resolver `name` of creation `creation`, if any.
 pub(crate) fn installed_hash(
     kv: &dyn KvRead,
     database: &str,
     container: &str,
+    creation: CreationId,
     name: &str,
 ) -> Result<Option<String>> {
-    let key = resolver_key(database, container, name);
+    let key = resolver_key(database, container, creation, name);
     let Some(rec) = defs::load_item(kv, &super::codec::item_key(SYSTEM_CREATION, &key))? else {
         return Ok(None);
     };
     match defs::visible_body(kv, &rec)? {
-        Some(body) => Ok(Some(parse_resolver(&key, &body)?.0.hash)),
+        Some(body) => serde_json::from_str::<ResolverHead>(&body)
+            .map(|h| Some(h.hash))
+            .map_err(|e| Error::Storage(format!("unreadable resolver item {}: {e}", key.id))),
         None => Ok(None),
     }
 }
 
-/// Every visible resolver item.
-fn all_resolvers(kv: &dyn KvRead) -> Result<Vec<(ResolverItem, Vec<u8>)>> {
+/// The content hash of the module a definition runs: the one it pins, else the visible
+/// resolver of its name in its creation. `None` for other policies, or when neither exists.
+pub(crate) fn module_of(kv: &dyn KvRead, def: &ContainerDef) -> Result<Option<String>> {
+    let ConflictPolicy::Custom { resolver, hash, .. } = &def.conflict_resolution_policy else {
+        return Ok(None);
+    };
+    match hash {
+        Some(h) => Ok(Some(h.clone())),
+        None => installed_hash(kv, &def.database, &def.name, def.creation_id, resolver),
+    }
+}
+
+/// Whether this region holds the module with content hash `hash`.
+pub(crate) fn holds_module(kv: &dyn KvRead, hash: &str) -> Result<bool> {
+    Ok(kv.get(Table::Modules, hash.as_bytes())?.is_some())
+}
+
+/// Keeps a module's bytes by content hash; returns whether they are new here.
+pub(crate) fn keep_module(kv: &mut dyn KvWrite, hash: &str, module: &[u8]) -> Result<bool> {
+    if holds_module(&*kv, hash)? {
+        return Ok(false);
+    }
+    kv.put(Table::Modules, hash.as_bytes(), module)?;
+    Ok(true)
+}
+
+/// Every visible resolver item of one creation.
+fn resolvers_of(kv: &dyn KvRead, def: &ContainerDef) -> Result<Vec<ResolverItem>> {
     let prefix = SYSTEM_CREATION.0.to_be_bytes();
     let end = prefix_end(&prefix);
     let mut out = Vec::new();
@@ -82,7 +129,13 @@ fn all_resolvers(kv: &dyn KvRead) -> Result<Vec<(ResolverItem, Vec<u8>)>> {
         }
         let rec: ItemRecord = decode("item", &v)?;
         if let Some(body) = defs::visible_body(kv, &rec)? {
-            out.push(parse_resolver(&key, &body)?);
+            let (item, _) = parse_resolver(&key, &body)?;
+            if item.database == def.database
+                && item.container == def.name
+                && item.creation == def.creation_id
+            {
+                out.push(item);
+            }
         }
     }
     Ok(out)
@@ -105,17 +158,19 @@ impl Store {
         let compiled = crate::udf::ResolverModule::compile(module, stack)
             .map_err(|e| Error::InvalidModule(e.to_string()))?;
         let hash = compiled.hash().to_owned();
-        let body = serde_json::to_string(&ResolverItem {
-            database: database.to_owned(),
-            container: container.to_owned(),
-            name: name.to_owned(),
-            hash: hash.clone(),
-            module: to_hex(module),
-        })
-        .map_err(|e| Error::Storage(e.to_string()))?;
+        let hex = to_hex(module);
         self.write_tx(self.commit_sync(), |tx| {
-            defs::active_def(tx.read(), database, container)?;
-            let key = resolver_key(database, container, name);
+            let creation = defs::active_def(tx.read(), database, container)?.creation_id;
+            let body = serde_json::to_string(&ResolverItem {
+                database: database.to_owned(),
+                container: container.to_owned(),
+                creation,
+                name: name.to_owned(),
+                hash: hash.clone(),
+                module: hex,
+            })
+            .map_err(|e| Error::Storage(e.to_string()))?;
+            let key = resolver_key(database, container, creation, name);
             let ik = super::codec::item_key(SYSTEM_CREATION, &key);
             let rec = defs::load_item(tx.read(), &ik)?.unwrap_or_else(ItemRecord::empty);
             let op = if rec.shown == super::codec::Shown::Hidden {
@@ -155,27 +210,34 @@ impl Store {
         Ok(hash)
     }
 
-    /// The resolvers installed in a container: (name, content hash), sorted by name.
+    /// The resolvers installed in a container's current creation: (name, content hash),
+    /// sorted by name.
     pub fn resolvers(&self, database: &str, container: &str) -> Result<Vec<(String, String)>> {
         self.read_tx(|kv, _| {
-            defs::active_def(kv, database, container)?;
-            let mut out: Vec<(String, String)> = all_resolvers(kv)?
+            let def = defs::active_def(kv, database, container)?;
+            let mut out: Vec<(String, String)> = resolvers_of(kv, &def)?
                 .into_iter()
-                .filter(|(r, _)| r.database == database && r.container == container)
-                .map(|(r, _)| (r.name, r.hash))
+                .map(|r| (r.name, r.hash))
                 .collect();
             out.sort();
             Ok(out)
         })
     }
 
-    /// Loads every stored resolver into the sandbox (at open).
-    pub(crate) fn load_resolvers(&self) -> Result<()> {
-        let all = self.read_tx(|kv, _| all_resolvers(kv))?;
-        for (r, module) in all {
-            // A host without a sandbox keeps the items; the conflicts show `resolver missing`.
-            let _ = self.options.host.install(&r.container, &r.name, &module);
+    /// Loads every stored module into the sandbox (at open), by content hash.
+    pub(crate) fn load_modules(&self) -> Result<()> {
+        let mut from = Vec::new();
+        loop {
+            let chunk = self.read_tx(|kv, _| kv.scan(Table::Modules, &from, None, 16))?;
+            let Some((last, _)) = chunk.last() else {
+                return Ok(());
+            };
+            from = last.clone();
+            from.push(0);
+            for (_, module) in chunk {
+                // A host without a sandbox keeps nothing; the conflicts show `resolver missing`.
+                let _ = self.options.host.load(&module);
+            }
         }
-        Ok(())
     }
 }

@@ -14,10 +14,9 @@ use crate::causal::{Clock, Context, Dot, Hlc, Writer};
 use crate::feed::{ConflictRecord, ConflictStatus};
 use crate::model::{ConflictPolicy, ContainerDef, CreationId, ItemKey, Operation, SYSTEM_CREATION};
 use crate::replicate::Version;
-use crate::resolve::{CanonicalVersion, LwwKey, Outcome, decide, reason};
+use crate::resolve::{Outcome, item};
 use crate::{Error, Result};
 use std::collections::HashMap;
-use xxhash_rust::xxh3::Xxh3;
 
 const SCAN_CHUNK: usize = 256;
 
@@ -33,29 +32,98 @@ pub(crate) struct Tx<'a> {
     last_writer: Option<(Writer, ActorId)>,
     /// Whether a system-container version (a definition) was applied.
     defs_changed: bool,
-    /// Items whose resolution the watchdog stopped, to retry after the commit.
-    interrupted: Vec<(CreationId, ItemKey)>,
+    /// Wall-clock time spent in custom resolver calls (see [`IN_WRITER_BUDGET`]).
+    resolver_time: std::time::Duration,
+    /// The module each creation runs, if held here (see [`Tx::module_for`]).
+    modules: HashMap<CreationId, Option<String>>,
 }
 
-/// A conflict record an item's current state justifies.
-struct OpenRecord {
-    id: u128,
-    sibling: usize,
-    reason: String,
+/// A custom resolver call made while the writer is held may run this long before it is
+/// stopped and retried without the writer ([`Store::retry_interrupted`]).
+const IN_WRITER_CALL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Resolver time one transaction may spend; past it, custom conflicts are put off to the
+/// retry, so no batch or local write holds the writer long for resolvers.
+const IN_WRITER_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The owned inputs of one item's resolution, read from the store.
+pub(super) struct Inputs {
+    state: CidState,
+    module: Option<String>,
+    siblings: Vec<(Dot, Hlc, bool, Option<String>)>,
 }
 
-/// The visible value decided for an item.
-struct Resolution<'s> {
-    shown: Shown,
-    etag: u64,
-    ts: u64,
-    /// Siblings that contributed to the visible value.
-    shown_siblings: Vec<usize>,
-    open: Vec<OpenRecord>,
-    /// Where the records go: database and container name.
-    feed: Option<(&'s str, &'s str)>,
-    /// The watchdog stopped the resolver: records stay as they were; retry later.
-    retry: bool,
+impl Inputs {
+    /// Reads what resolving `rec` needs: its creation's state, the module its definition runs
+    /// if this region holds it, the siblings' wire dots and, where resolution reads them, their
+    /// bodies.
+    pub(super) fn read(
+        kv: &dyn KvRead,
+        writer_of: impl Fn(ActorId) -> Result<Writer>,
+        rec: &ItemRecord,
+        state: CidState,
+        module: Option<String>,
+    ) -> Result<Self> {
+        let mut inputs = Inputs {
+            state,
+            module,
+            siblings: Vec::with_capacity(rec.siblings.len()),
+        };
+        let bodies = item::needs_bodies(&inputs.definition().0, rec.siblings.len());
+        for s in &rec.siblings {
+            let (region, incarnation) = writer_of(s.actor)?;
+            let body = match bodies && !s.deleted {
+                true => defs::sibling_body(kv, s)?,
+                false => None,
+            };
+            let dot = Dot {
+                region,
+                incarnation,
+                counter: s.counter,
+            };
+            inputs.siblings.push((dot, s.hlc, s.deleted, body));
+        }
+        Ok(inputs)
+    }
+
+    /// The definition as resolution sees it, and where the records go (database, container).
+    pub(super) fn definition(&self) -> (item::Definition<'_>, Option<(&str, &str)>) {
+        match &self.state {
+            CidState::System => (item::Definition::System, None),
+            CidState::Active(def) => (
+                item::Definition::Active {
+                    def,
+                    module: self.module.as_deref(),
+                },
+                Some((def.database.as_str(), def.name.as_str())),
+            ),
+            CidState::Unknown | CidState::Dropped => (item::Definition::Hidden, None),
+            CidState::Replaced { database, name } => (
+                item::Definition::Replaced,
+                Some((database.as_str(), name.as_str())),
+            ),
+        }
+    }
+
+    pub(super) fn siblings(&self) -> Vec<item::Sibling<'_>> {
+        self.siblings
+            .iter()
+            .map(|(dot, hlc, deleted, body)| item::Sibling {
+                dot: dot.clone(),
+                hlc: *hlc,
+                deleted: *deleted,
+                body: body.as_deref(),
+            })
+            .collect()
+    }
+
+    /// Whether the item is in conflict under a custom policy: the case a resolver is called
+    /// for.
+    pub(super) fn custom_conflict(&self) -> bool {
+        self.siblings.len() > 1
+            && matches!(&self.state, CidState::Active(d)
+                if matches!(d.conflict_resolution_policy, ConflictPolicy::Custom { .. }))
+    }
 }
 
 impl<'a> Tx<'a> {
@@ -77,16 +145,13 @@ impl<'a> Tx<'a> {
             cids: HashMap::new(),
             last_writer: None,
             defs_changed: false,
-            interrupted: Vec::new(),
+            resolver_time: std::time::Duration::ZERO,
+            modules: HashMap::new(),
         }
     }
 
     pub(super) fn defs_changed(&self) -> bool {
         self.defs_changed
-    }
-
-    pub(super) fn take_interrupted(&mut self) -> Vec<(CreationId, ItemKey)> {
-        std::mem::take(&mut self.interrupted)
     }
 
     pub(super) fn read(&self) -> &dyn KvRead {
@@ -137,15 +202,6 @@ impl<'a> Tx<'a> {
         self.kv.put(Table::Actors, &id.to_be_bytes(), &encode(w)?)?;
         self.new_actors.push(w.clone());
         Ok(id)
-    }
-
-    fn wire_dot(&self, a: ActorId, counter: u64) -> Dot {
-        let (region, incarnation) = self.writer_of(a).clone();
-        Dot {
-            region,
-            incarnation,
-            counter,
-        }
     }
 
     fn alloc_lsn(&mut self) -> u64 {
@@ -268,6 +324,13 @@ impl<'a> Tx<'a> {
             self.st.stats.discarded_dropped += 1;
             return Ok(None);
         }
+        // Every module version that arrives is kept by its content hash, covered or not, so
+        // a region can run whichever one its definition pins.
+        let resolver = system && super::resolvers::is_resolver_key(&v.key);
+        let new_module = match (resolver, v.body.as_deref()) {
+            (true, Some(body)) => self.keep_module(&v.key, body)?,
+            _ => None,
+        };
         let ik = item_key(v.creation, &v.key);
         let mut rec = defs::load_item(&*self.kv, &ik)?.unwrap_or_else(ItemRecord::empty);
         let actor = self.intern(&v.dot.writer())?;
@@ -283,6 +346,13 @@ impl<'a> Tx<'a> {
             if system && v.deleted && !self.drop_known(v)? {
                 let lsn = self.log_version(v, actor, &vctx)?;
                 return self.apply_definition(v, &ik, rec, lsn).map(Some);
+            }
+            // A covered module version new here is logged, so it is relayed to regions that
+            // may pin it, and the conflicts that wait for it are resolved again.
+            if let Some(item) = new_module {
+                self.log_version(v, actor, &vctx)?;
+                self.refresh_users(&item)?;
+                return Ok(None);
             }
             if !local {
                 self.st.stats.remote_duplicates += 1;
@@ -315,8 +385,12 @@ impl<'a> Tx<'a> {
                 self.st.stats.clock_skew_ignored += 1;
             }
         }
-        if system && super::resolvers::is_resolver_key(&v.key) {
-            return self.apply_resolver(v, &ik, rec, lsn).map(Some);
+        if resolver {
+            let rec = self.refresh(SYSTEM_CREATION, &v.key, &ik, rec, Some(lsn))?;
+            let (item, _) =
+                super::resolvers::parse_resolver(&v.key, v.body.as_deref().unwrap_or_default())?;
+            self.refresh_users(&item)?;
+            return Ok(Some(rec));
         }
         if system {
             return self.apply_definition(v, &ik, rec, lsn).map(Some);
@@ -349,38 +423,53 @@ impl<'a> Tx<'a> {
         Ok(lsn)
     }
 
-    /// A resolver item changed: load the visible module into the sandbox and resolve again
-    /// the items of every creation of its container that uses it.
-    fn apply_resolver(
+    /// Keeps the module a resolver version carries, if its bytes are new here (and loads it
+    /// into the sandbox); returns the resolver item then.
+    fn keep_module(
         &mut self,
-        v: &Version,
-        ik: &[u8],
-        rec: ItemRecord,
-        lsn: u64,
-    ) -> Result<ItemRecord> {
-        let rec = self.refresh(SYSTEM_CREATION, &v.key, ik, rec, Some(lsn))?;
-        let Some(body) = defs::visible_body(&*self.kv, &rec)? else {
-            return Ok(rec);
-        };
-        let (item, module) = super::resolvers::parse_resolver(&v.key, &body)?;
-        if self
-            .store
-            .options
-            .host
-            .install(&item.container, &item.name, &module)
-            .is_err()
-        {
-            return Ok(rec);
+        key: &ItemKey,
+        body: &str,
+    ) -> Result<Option<super::resolvers::ResolverItem>> {
+        let (item, module) = super::resolvers::parse_resolver(key, body)?;
+        if !super::resolvers::keep_module(self.kv, &item.hash, &module)? {
+            return Ok(None);
         }
-        let uses_it = |d: &ContainerDef| matches!(&d.conflict_resolution_policy, ConflictPolicy::Custom { resolver, .. } if *resolver == item.name);
+        // A host without a sandbox refuses; its conflicts show `resolver missing`.
+        let _ = self.store.options.host.load(&module);
+        self.modules.clear();
+        Ok(Some(item))
+    }
+
+    /// A resolver item changed or a module arrived: resolves again the items of the creation
+    /// it belongs to, if that creation is live and its policy names the resolver.
+    fn refresh_users(&mut self, item: &super::resolvers::ResolverItem) -> Result<()> {
+        self.modules.clear();
+        let uses_it = |d: &ContainerDef| {
+            d.creation_id == item.creation
+                && matches!(&d.conflict_resolution_policy,
+                    ConflictPolicy::Custom { resolver, .. } if *resolver == item.name)
+        };
         if defs::visible_def(&*self.kv, &item.database, &item.container)?
             .is_some_and(|d| uses_it(&d))
         {
-            for cid in defs::creations_of(&*self.kv, &item.database, &item.container)? {
-                self.refresh_creation(cid)?;
-            }
+            self.refresh_creation(item.creation)?;
         }
-        Ok(rec)
+        Ok(())
+    }
+
+    /// The content hash of the module `def` runs, if this region holds it (cached for the
+    /// transaction; cleared when a definition, resolver or module changes).
+    fn module_for(&mut self, def: &ContainerDef) -> Result<Option<String>> {
+        if let Some(m) = self.modules.get(&def.creation_id) {
+            return Ok(m.clone());
+        }
+        let m = super::resolvers::module_of(&*self.kv, def)?;
+        let m = match m {
+            Some(h) if super::resolvers::holds_module(&*self.kv, &h)? => Some(h),
+            _ => None,
+        };
+        self.modules.insert(def.creation_id, m.clone());
+        Ok(m)
     }
 
     /// Whether the creation a drop version drops is already known as dropped.
@@ -406,12 +495,14 @@ impl<'a> Tx<'a> {
             .ok_or_else(|| Error::CorruptBatch("definition without body".into()))?;
         let def = defs::parse_def(body)?;
         self.defs_changed = true;
+        self.modules.clear();
         let (db, name) = (def.database.clone(), def.name.clone());
         let old_def = defs::visible_def(&*self.kv, &db, &name)?;
         let cid_key = def.creation_id.0.to_be_bytes();
         let creation = encode(&Creation {
             database: db.clone(),
             name: name.clone(),
+            epoch: def.epoch,
         })?;
         let new_creation = self.kv.get(Table::Creations, &cid_key)?.is_none();
         if new_creation {
@@ -449,15 +540,6 @@ impl<'a> Tx<'a> {
             self.refresh_creation(def.creation_id)?;
         }
         Ok(rec)
-    }
-
-    /// Re-resolves one stored item (a no-op if it is gone).
-    pub(crate) fn refresh_existing(&mut self, cid: CreationId, key: &ItemKey) -> Result<()> {
-        let ik = item_key(cid, key);
-        if let Some(rec) = defs::load_item(&*self.kv, &ik)? {
-            self.refresh(cid, key, &ik, rec, None)?;
-        }
-        Ok(())
     }
 
     /// Re-resolves every item of a creation (after its definition changed).
@@ -518,25 +600,85 @@ impl<'a> Tx<'a> {
         cid: CreationId,
         key: &ItemKey,
         ik: &[u8],
-        mut rec: ItemRecord,
+        rec: ItemRecord,
         lsn: Option<u64>,
     ) -> Result<ItemRecord> {
+        self.refresh_with(cid, key, ik, rec, lsn, None)
+    }
+
+    /// Commits an outcome computed without the writer for the item at `ik`, if what it depends
+    /// on (its [`item::conflict_key`]) is unchanged; otherwise whatever changed it resolved it
+    /// again already, and nothing is done.
+    pub(super) fn commit_decided(
+        &mut self,
+        ik: &[u8],
+        conflict_key: u128,
+        outcome: Outcome,
+    ) -> Result<()> {
+        let (cid, key) = parse_item_key(ik)?;
+        match defs::load_item(&*self.kv, ik)? {
+            Some(rec) => {
+                self.refresh_with(cid, &key, ik, rec, None, Some((conflict_key, outcome)))?;
+            }
+            None => self.kv.remove(Table::Interrupted, ik)?,
+        }
+        Ok(())
+    }
+
+    fn refresh_with(
+        &mut self,
+        cid: CreationId,
+        key: &ItemKey,
+        ik: &[u8],
+        mut rec: ItemRecord,
+        lsn: Option<u64>,
+        decided: Option<(u128, Outcome)>,
+    ) -> Result<ItemRecord> {
         let state = self.cid_state(cid)?;
-        let res = self.resolve(cid, key, &rec, &state)?;
-        for &i in &res.shown_siblings {
+        let module = match &state {
+            CidState::Active(d) if rec.siblings.len() > 1 => self.module_for(d)?,
+            _ => None,
+        };
+        let inputs = Inputs::read(
+            &*self.kv,
+            |a| Ok(self.writer_of(a).clone()),
+            &rec,
+            state,
+            module,
+        )?;
+        let (definition, feed) = inputs.definition();
+        let siblings = inputs.siblings();
+        let retrying = decided.is_some();
+        let decider = match decided {
+            Some((k, outcome)) if item::conflict_key(&definition, key, &siblings) == k => {
+                item::Decider::Decided(outcome)
+            }
+            Some(_) => return Ok(rec),
+            None if self.resolver_time >= IN_WRITER_BUDGET => item::Decider::Later,
+            None => item::Decider::Host(&*self.store.options.host, Some(IN_WRITER_CALL)),
+        };
+        let started = std::time::Instant::now();
+        let res = item::resolve(&definition, cid, key, &siblings, decider);
+        if inputs.custom_conflict() && !retrying {
+            self.resolver_time += started.elapsed();
+        }
+        for &i in &res.contributors {
             rec.siblings[i].shown = true;
         }
-        // Conflict records: new ones open, the ones no longer justified superseded. A call the
-        // watchdog stopped says nothing about them: they stay, and the item is retried.
-        if res.retry {
-            self.interrupted.push((cid, key.clone()));
+        // A call stopped (or put off) says nothing about the records: they stay, and the item
+        // waits in the durable list of interrupted resolutions.
+        let interrupted = res.interrupted();
+        if interrupted {
+            self.kv.put(Table::Interrupted, ik, &[])?;
+        } else if inputs.custom_conflict() || retrying {
+            self.kv.remove(Table::Interrupted, ik)?;
         }
-        let new_ids: Vec<u128> = if res.retry {
+        let new_ids: Vec<u128> = if interrupted {
             rec.open.clone()
         } else {
             res.open.iter().map(|o| o.id).collect()
         };
-        if let Some((db, name)) = res.feed.filter(|_| !res.retry) {
+        if let Some((db, name)) = feed.filter(|_| !interrupted) {
             for old in rec.open.iter().filter(|id| !new_ids.contains(id)) {
                 let k = defs::conflict_key(db, name, *old);
                 if let Some(b) = self.kv.get(Table::Conflicts, &k)? {
@@ -564,7 +706,7 @@ impl<'a> Tx<'a> {
                     reason: o.reason.clone(),
                     status: ConflictStatus::Open,
                     recorded_at_ms: now,
-                    dot: self.wire_dot(s.actor, s.counter).to_string(),
+                    dot: siblings[o.sibling].dot.to_string(),
                 };
                 self.kv.put(
                     Table::Conflicts,
@@ -574,14 +716,19 @@ impl<'a> Tx<'a> {
             }
         }
         rec.open = new_ids;
+        let shown = match res.shown {
+            item::Shown::Hidden => Shown::Hidden,
+            item::Shown::Sibling(i) => Shown::Sibling(i as u32),
+            item::Shown::Merged(body) => Shown::Merged(body),
+        };
         let was_visible = rec.shown != Shown::Hidden;
-        let is_visible = res.shown != Shown::Hidden;
+        let is_visible = shown != Shown::Hidden;
         let changed = if is_visible {
-            !was_visible || rec.etag != res.etag || rec.shown != res.shown
+            !was_visible || rec.etag != res.etag || rec.shown != shown
         } else {
             was_visible
         };
-        rec.shown = res.shown;
+        rec.shown = shown;
         rec.etag = res.etag;
         rec.ts = res.ts;
         if changed && cid != SYSTEM_CREATION {
@@ -595,231 +742,6 @@ impl<'a> Tx<'a> {
         self.kv.put_owned(Table::Items, ik, encode(&rec)?)?;
         Ok(rec)
     }
-
-    fn sorted_dots(&self, rec: &ItemRecord) -> Vec<Dot> {
-        let mut dots: Vec<Dot> = rec
-            .siblings
-            .iter()
-            .map(|s| self.wire_dot(s.actor, s.counter))
-            .collect();
-        dots.sort();
-        dots
-    }
-
-    fn resolve<'s>(
-        &self,
-        cid: CreationId,
-        key: &ItemKey,
-        rec: &ItemRecord,
-        state: &'s CidState,
-    ) -> Result<Resolution<'s>> {
-        let hidden = |feed| Resolution {
-            shown: Shown::Hidden,
-            etag: 0,
-            ts: 0,
-            shown_siblings: vec![],
-            open: vec![],
-            feed,
-            retry: false,
-        };
-        let (def, path): (Option<&ContainerDef>, &str) = match state {
-            CidState::System => (None, "/_ts"),
-            CidState::Active(d) => (Some(d), d.conflict_resolution_policy.order_path()),
-            CidState::Unknown | CidState::Dropped => return Ok(hidden(None)),
-            CidState::Replaced { database, name } => {
-                let mut r = hidden(Some((database.as_str(), name.as_str())));
-                for (i, s) in rec.siblings.iter().enumerate().filter(|(_, s)| !s.deleted) {
-                    let mut h = Xxh3::new();
-                    h.update(reason::CONTAINER_REPLACED.as_bytes());
-                    h.update(&cid.0.to_be_bytes());
-                    hash_dot(&mut h, &self.wire_dot(s.actor, s.counter));
-                    r.open.push(OpenRecord {
-                        id: h.digest128(),
-                        sibling: i,
-                        reason: reason::CONTAINER_REPLACED.into(),
-                    });
-                }
-                return Ok(r);
-            }
-        };
-        let feed = def.map(|d| (d.database.as_str(), d.name.as_str()));
-        let sibs = &rec.siblings;
-        if sibs.is_empty() {
-            return Ok(hidden(feed));
-        }
-        // Bodies live in the log; a conflict reads them only when the order or the policy
-        // looks at them.
-        let needs_bodies = sibs.len() > 1
-            && (path != "/_ts"
-                || matches!(
-                    def.map(|d| &d.conflict_resolution_policy),
-                    Some(ConflictPolicy::Custom { .. })
-                ));
-        let bodies: Vec<Option<String>> = if needs_bodies {
-            sibs.iter()
-                .map(|s| {
-                    if s.deleted {
-                        Ok(None)
-                    } else {
-                        defs::sibling_body(self.read(), s)
-                    }
-                })
-                .collect::<Result<_>>()?
-        } else {
-            vec![None; sibs.len()]
-        };
-        let order: Vec<usize> = if sibs.len() == 1 {
-            vec![0]
-        } else {
-            let keys: Vec<LwwKey<'_>> = sibs
-                .iter()
-                .zip(&bodies)
-                .map(|(s, body)| {
-                    let (r, inc) = self.writer_of(s.actor);
-                    LwwKey::new(
-                        path,
-                        s.deleted,
-                        body.as_deref(),
-                        s.hlc,
-                        r.as_str(),
-                        inc.0,
-                        s.counter,
-                    )
-                })
-                .collect();
-            crate::resolve::lww::canonical_order(&keys, path)
-        };
-        let outcome = match def {
-            Some(d) if sibs.len() > 1 => {
-                let versions: Vec<CanonicalVersion> = order
-                    .iter()
-                    .map(|&i| {
-                        let s = &sibs[i];
-                        CanonicalVersion {
-                            body: if s.deleted {
-                                None
-                            } else {
-                                bodies[i].as_deref().map(|b| with_ts(b, s.hlc))
-                            },
-                            deleted: s.deleted,
-                            region: self.writer_of(s.actor).0.to_string(),
-                            timestamp: s.hlc.physical_ms,
-                            logical: s.hlc.logical,
-                        }
-                    })
-                    .collect();
-                decide(
-                    &d.conflict_resolution_policy,
-                    &*self.store.options.host,
-                    &d.name,
-                    &key.id,
-                    &key.partition_key,
-                    &d.partition_key,
-                    &versions,
-                )
-            }
-            _ => Outcome::Pick(0),
-        };
-        let ts = sibs
-            .iter()
-            .map(|s| s.hlc)
-            .max()
-            .unwrap_or(Hlc::default())
-            .seconds();
-        let dots = self.sorted_dots(rec);
-        // The etag names the visible version: the sibling set and which sibling (a dot names
-        // its body) or the merged body shows.
-        let etag_of = |shown: &[u8]| {
-            let mut h = Xxh3::new();
-            for d in &dots {
-                hash_dot(&mut h, d);
-            }
-            h.update(shown);
-            h.digest()
-        };
-        let pick = |i: usize, open: Vec<OpenRecord>| {
-            let s = &sibs[i];
-            match s.deleted {
-                false => Resolution {
-                    shown: Shown::Sibling(i as u32),
-                    etag: {
-                        let mut h = Xxh3::new();
-                        hash_dot(&mut h, &self.wire_dot(s.actor, s.counter));
-                        etag_of(&h.digest128().to_le_bytes())
-                    },
-                    ts,
-                    shown_siblings: vec![i],
-                    open,
-                    feed,
-                    retry: false,
-                },
-                true => Resolution {
-                    shown_siblings: vec![i],
-                    open,
-                    ..hidden(feed)
-                },
-            }
-        };
-        Ok(match outcome {
-            Outcome::Pick(c) => pick(order[c], vec![]),
-            Outcome::Merge(body) => Resolution {
-                etag: etag_of(body.as_bytes()),
-                shown: Shown::Merged(body),
-                ts,
-                shown_siblings: (0..sibs.len()).collect(),
-                open: vec![],
-                feed,
-                retry: false,
-            },
-            Outcome::Delete => Resolution {
-                shown_siblings: (0..sibs.len()).collect(),
-                ..hidden(feed)
-            },
-            Outcome::Interrupted => Resolution {
-                retry: true,
-                ..pick(order[0], vec![])
-            },
-            Outcome::Failed(reason) => {
-                let mut open = Vec::new();
-                for &i in &order[1..] {
-                    let mut h = Xxh3::new();
-                    h.update(&cid.0.to_be_bytes());
-                    h.update(key.partition_key.as_json().as_bytes());
-                    h.update(&[0]);
-                    h.update(key.id.as_bytes());
-                    h.update(&[0]);
-                    for d in &dots {
-                        hash_dot(&mut h, d);
-                    }
-                    hash_dot(&mut h, &self.wire_dot(sibs[i].actor, sibs[i].counter));
-                    open.push(OpenRecord {
-                        id: h.digest128(),
-                        sibling: i,
-                        reason: reason.clone(),
-                    });
-                }
-                pick(order[0], open)
-            }
-        })
-    }
-}
-
-fn hash_dot(h: &mut Xxh3, d: &Dot) {
-    h.update(&(d.region.as_str().len() as u32).to_le_bytes());
-    h.update(d.region.as_str().as_bytes());
-    h.update(&d.incarnation.0.to_le_bytes());
-    h.update(&d.counter.to_le_bytes());
-}
-
-/// The body as a resolver sees it: with `_ts`, the version's own seconds.
-fn with_ts(body: &str, hlc: Hlc) -> String {
-    let rest = body.trim_start().strip_prefix('{').unwrap_or("}");
-    let sep = if rest.trim_start().starts_with('}') {
-        ""
-    } else {
-        ","
-    };
-    format!("{{\"_ts\":{}{sep}{rest}", hlc.seconds())
 }
 
 /// An etag as users see it.

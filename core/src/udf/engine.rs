@@ -26,7 +26,9 @@ pub fn effective_stack(stack_bytes: u64) -> u64 {
 /// Native stack a thread needs to run a call with wasm stack `stack` without overflowing its
 /// own stack first: the wasm stack and room for the host frames around it.
 pub(crate) fn native_stack_for(stack: u64) -> usize {
-    usize::try_from(stack).unwrap_or(usize::MAX).saturating_add(2 << 20)
+    usize::try_from(stack)
+        .unwrap_or(usize::MAX)
+        .saturating_add(2 << 20)
 }
 
 /// Instances the pooling allocator keeps ready per engine. Resolver calls run under the

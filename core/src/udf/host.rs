@@ -7,11 +7,11 @@ use crate::resolve::{Outcome, ResolveRequest, ResolverHost, reason};
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-/// Installed resolver modules, by content hash and by (container, name), and the sandbox that
-/// runs them. Every call gets a fresh instance.
+/// Installed resolver modules, by content hash, and the sandbox that runs them. Every call
+/// gets a fresh instance. Names belong to containers, and the store maps them to hashes: the
+/// host knows modules only by their content.
 pub struct WasmResolvers {
     bytes: RwLock<HashMap<String, std::sync::Arc<[u8]>>>,
-    names: RwLock<HashMap<(String, String), String>>,
     watchdog: std::time::Duration,
 }
 
@@ -23,7 +23,6 @@ impl Default for WasmResolvers {
     fn default() -> Self {
         WasmResolvers {
             bytes: RwLock::default(),
-            names: RwLock::default(),
             watchdog: DEFAULT_WATCHDOG,
         }
     }
@@ -48,21 +47,13 @@ impl WasmResolvers {
         self
     }
 
-    /// Validates `bytes` and installs them as resolver `name` of `container`; returns the
-    /// content hash. A module that breaks the ABI is refused with the reason.
-    pub fn install(
-        &self,
-        container: &str,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<String, ModuleError> {
+    /// Validates `bytes` and installs them, known afterwards by their content hash, which it
+    /// returns. A module that breaks the ABI is refused with the reason.
+    pub fn install(&self, bytes: &[u8]) -> Result<String, ModuleError> {
         let module = ResolverModule::compile(bytes, ResolverLimits::default().stack_bytes)?;
         let hash = module.hash().to_owned();
         if let Ok(mut b) = self.bytes.write() {
-            b.insert(hash.clone(), bytes.into());
-        }
-        if let Ok(mut n) = self.names.write() {
-            n.insert((container.to_owned(), name.to_owned()), hash.clone());
+            b.entry(hash.clone()).or_insert_with(|| bytes.into());
         }
         Ok(hash)
     }
@@ -70,15 +61,6 @@ impl WasmResolvers {
     /// The module bytes with this content hash, if installed.
     pub fn module_bytes(&self, hash: &str) -> Option<std::sync::Arc<[u8]>> {
         self.bytes.read().ok()?.get(hash).cloned()
-    }
-
-    /// The content hash installed under `container`/`name`.
-    pub fn hash_of(&self, container: &str, name: &str) -> Option<String> {
-        self.names
-            .read()
-            .ok()?
-            .get(&(container.to_owned(), name.to_owned()))
-            .cloned()
     }
 
     /// Runs a module on raw ABI input under `limits`, with the report of the call.
@@ -110,32 +92,47 @@ impl WasmResolvers {
     /// Runs the installed module with content hash `hash` on raw ABI input under `limits`;
     /// `None` if no module with that hash is installed.
     pub fn call(&self, hash: &str, input: &[u8], limits: &ResolverLimits) -> Option<CallReport> {
+        self.call_within(hash, input, limits, self.watchdog)
+    }
+
+    /// Runs the module `hash` like [`call`](Self::call) with the watchdog at `watchdog`.
+    fn call_within(
+        &self,
+        hash: &str,
+        input: &[u8],
+        limits: &ResolverLimits,
+        watchdog: std::time::Duration,
+    ) -> Option<CallReport> {
         let bytes = self.module_bytes(hash)?;
         Some(
             match ResolverModule::compile_known(hash, &bytes, limits.stack_bytes) {
-                Ok(module) => call(&module, input, limits, self.watchdog),
+                Ok(module) => call(&module, input, limits, watchdog),
                 Err(e) => CallReport::failed(reason::trap(e)),
             },
         )
     }
 
-    fn resolve_report(&self, req: &ResolveRequest<'_>) -> CallReport {
-        let hash = match req.hash {
-            Some(h) => Some(h.to_owned()),
-            None => self.hash_of(req.container, req.resolver),
-        };
-        hash.and_then(|h| self.call(&h, &abi_input(req), req.limits))
+    fn resolve_report(
+        &self,
+        req: &ResolveRequest<'_>,
+        watchdog: std::time::Duration,
+    ) -> CallReport {
+        self.call_within(req.hash, &abi_input(req), req.limits, watchdog)
             .unwrap_or_else(|| CallReport::failed(reason::RESOLVER_MISSING.into()))
     }
 }
 
 impl ResolverHost for WasmResolvers {
     fn resolve(&self, req: &ResolveRequest<'_>) -> Outcome {
-        self.resolve_report(req).outcome
+        self.resolve_report(req, self.watchdog).outcome
     }
 
-    fn install(&self, container: &str, name: &str, module: &[u8]) -> Result<String, String> {
-        WasmResolvers::install(self, container, name, module).map_err(|e| e.to_string())
+    fn resolve_within(&self, req: &ResolveRequest<'_>, limit: std::time::Duration) -> Outcome {
+        self.resolve_report(req, limit.min(self.watchdog)).outcome
+    }
+
+    fn load(&self, module: &[u8]) -> Result<String, String> {
+        WasmResolvers::install(self, module).map_err(|e| e.to_string())
     }
 }
 

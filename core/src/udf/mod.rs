@@ -8,7 +8,9 @@ mod host;
 mod module;
 
 pub use call::{CallReport, CallTimings, MAX_LOG_BYTES};
-pub use engine::{EngineFingerprint, MAX_MEMORY_LIMIT, MAX_STACK_LIMIT, effective_stack, engine_count};
+pub use engine::{
+    EngineFingerprint, MAX_MEMORY_LIMIT, MAX_STACK_LIMIT, effective_stack, engine_count,
+};
 pub(crate) use host::abi_input;
 pub use host::{DEFAULT_WATCHDOG, WasmResolvers};
 pub use module::{ABI_VERSION, ModuleError, ResolverModule, content_hash};

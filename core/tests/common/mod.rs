@@ -56,3 +56,15 @@ pub fn exchange(stores: &[&Store]) {
         }
     }
 }
+
+/// A valid resolver module whose bytes depend on `tag` (so each tag has its own content hash):
+/// for tests whose resolver host decides in Rust and needs a module to be held by the store.
+pub fn module(tag: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module (memory (export "memory") 1) (data (i32.const 0) "{tag}")
+            (func (export "converge_abi_version") (result i32) (i32.const 1))
+            (func (export "converge_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "converge_resolve") (param i32 i32) (result i64) (i64.const 0)))"#
+    ))
+    .expect("wat")
+}
