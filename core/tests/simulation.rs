@@ -1,6 +1,6 @@
 //! The multi-region simulation over many seeds, for each policy.
 //!
-//! `CONVERGE_SIM_SEEDS` sets how many seeds per policy (default 5,000: 10,000 in all);
+//! `CONVERGE_SIM_SEEDS` sets how many seeds per policy (default 7,000: 21,000 in all);
 //! `CONVERGE_SIM_SEED` replays one seed, printing its trace.
 
 use converge_core::sim::{SimConfig, SimPolicy, run, run_seeds};
@@ -34,6 +34,22 @@ impl ResolverHost for MixedHost {
             _ => Outcome::Failed("trap: odd sum".into()),
         }
     }
+
+    /// A slow module, as the watchdog sees it: the call made under the store's writer is
+    /// stopped for a third of the conflicts (deterministically), and those are decided by the
+    /// retry the simulation runs, as a server's retry loop does.
+    fn resolve_within(&self, req: &ResolveRequest<'_>, _: std::time::Duration) -> Outcome {
+        let slow = req
+            .versions
+            .iter()
+            .map(|v| v.timestamp)
+            .fold(req.versions.len() as u64, u64::wrapping_add)
+            .is_multiple_of(3);
+        match slow {
+            true => Outcome::Interrupted,
+            false => self.resolve(req),
+        }
+    }
 }
 
 /// Three valid modules with different bytes (so different hashes), for [`MixedHost`], which
@@ -57,7 +73,7 @@ fn seeds() -> u64 {
     std::env::var("CONVERGE_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5_000)
+        .unwrap_or(7_000)
 }
 
 fn config(seed: u64, policy: SimPolicy) -> SimConfig {
@@ -66,6 +82,7 @@ fn config(seed: u64, policy: SimPolicy) -> SimConfig {
     if custom {
         c.host = Some(Arc::new(MixedHost));
         c.modules = module_versions();
+        c.mode_changes = true;
     }
     // One seed in twenty runs region 0 on redb and restarts it mid-run.
     c.durable = seed.is_multiple_of(20);
@@ -73,11 +90,7 @@ fn config(seed: u64, policy: SimPolicy) -> SimConfig {
 }
 
 fn sweep(policy: SimPolicy) {
-    let n = if matches!(policy, SimPolicy::Custom(_)) {
-        seeds() / 10
-    } else {
-        seeds()
-    };
+    let n = seeds();
     let p = policy.clone();
     sweep_with(&format!("{policy:?}"), n, move |seed| {
         config(seed, p.clone())
@@ -113,7 +126,8 @@ fn manual_seeds_converge() {
     sweep(SimPolicy::Manual);
 }
 
-/// Custom resolution (merges, picks, deletes, failures) converges too: a tenth of the seeds.
+/// Custom resolution (merges, picks, deletes, failures, calls the watchdog stops, module
+/// re-uploads, switches to manual and LWW and back) converges too.
 #[test]
 fn custom_seeds_converge() {
     sweep(SimPolicy::Custom("mixed".into()));

@@ -51,6 +51,10 @@ pub struct SimConfig {
     pub modules: Vec<Arc<[u8]>>,
     /// Whether containers may be dropped and re-created during the run.
     pub drops: bool,
+    /// Under [`SimPolicy::Custom`]: whether regions switch the container between the custom
+    /// policy (with its default or other limits), manual and LWW during the run, while items
+    /// are in conflict.
+    pub mode_changes: bool,
     /// Bytes that drive the schedule's choices before the seed does (for fuzzing).
     pub tape: Vec<u8>,
     /// Shapes written bodies for a resolver: called with a random number, returns the fields
@@ -84,6 +88,7 @@ impl SimConfig {
             host: None,
             modules: Vec::new(),
             drops: true,
+            mode_changes: false,
             tape: Vec::new(),
             bodies: None,
         }
@@ -541,21 +546,36 @@ impl World {
         Ok(())
     }
 
+    /// A policy change in a random region: the LWW path under LWW; under a custom policy with
+    /// [`SimConfig::mode_changes`], any of custom (default or smaller fuel), manual and LWW.
     fn step_policy(&mut self) -> Result<(), Error> {
-        if self.cfg.policy != SimPolicy::Lww {
-            return Ok(());
-        }
+        let policy = match &self.cfg.policy {
+            SimPolicy::Lww => {
+                let path = if self.rng.chance(50) { "/_ts" } else { "/n" };
+                ConflictPolicy::Lww { path: path.into() }
+            }
+            SimPolicy::Custom(name) if self.cfg.mode_changes => match self.rng.below(4) {
+                0 => self.initial_policy(),
+                1 => ConflictPolicy::Custom {
+                    resolver: name.clone(),
+                    hash: None,
+                    limits: crate::model::ResolverLimits {
+                        fuel: 5_000_000,
+                        ..Default::default()
+                    },
+                },
+                2 => ConflictPolicy::Manual,
+                _ => ConflictPolicy::default(),
+            },
+            _ => return Ok(()),
+        };
         let i = self.rng.below(self.regions.len() as u64) as usize;
         self.at(i);
-        let path = if self.rng.chance(50) { "/_ts" } else { "/n" };
-        let out = self.store(i).put_container(
-            DB,
-            CONTAINER,
-            PK_PATH,
-            ConflictPolicy::Lww { path: path.into() },
-        );
+        let out = self
+            .store(i)
+            .put_container(DB, CONTAINER, PK_PATH, policy.clone());
         self.log(format!(
-            "{} sets lww path {path}: {:?}",
+            "{} sets {policy:?}: {:?}",
             self.regions[i].name,
             out.as_ref().map(|r| r.1)
         ));

@@ -117,12 +117,16 @@ impl Inputs {
             .collect()
     }
 
+    /// Whether the item's creation is live under a custom policy.
+    pub(super) fn custom(&self) -> bool {
+        matches!(&self.state, CidState::Active(d)
+            if matches!(d.conflict_resolution_policy, ConflictPolicy::Custom { .. }))
+    }
+
     /// Whether the item is in conflict under a custom policy: the case a resolver is called
     /// for.
     pub(super) fn custom_conflict(&self) -> bool {
-        self.siblings.len() > 1
-            && matches!(&self.state, CidState::Active(d)
-                if matches!(d.conflict_resolution_policy, ConflictPolicy::Custom { .. }))
+        self.siblings.len() > 1 && self.custom()
     }
 }
 
@@ -653,9 +657,9 @@ impl<'a> Tx<'a> {
             Some((k, outcome)) if item::conflict_key(&definition, key, &siblings) == k => {
                 item::Decider::Decided(outcome)
             }
-            Some(_) => return Ok(rec),
-            None if self.resolver_time >= IN_WRITER_BUDGET => item::Decider::Later,
-            None => item::Decider::Host(&*self.store.options.host, Some(IN_WRITER_CALL)),
+            // Changed since the outcome was computed: resolved as any refresh is.
+            _ if self.resolver_time >= IN_WRITER_BUDGET => item::Decider::Later,
+            _ => item::Decider::Host(&*self.store.options.host, Some(IN_WRITER_CALL)),
         };
         let started = std::time::Instant::now();
         let res = item::resolve(&definition, cid, key, &siblings, decider);
@@ -670,7 +674,7 @@ impl<'a> Tx<'a> {
         let interrupted = res.interrupted();
         if interrupted {
             self.kv.put(Table::Interrupted, ik, &[])?;
-        } else if inputs.custom_conflict() || retrying {
+        } else if inputs.custom() || retrying {
             self.kv.remove(Table::Interrupted, ik)?;
         }
         let new_ids: Vec<u128> = if interrupted {
