@@ -39,8 +39,10 @@ fn host() -> Arc<WasmResolvers> {
 }
 
 /// The simulation `data` describes. The first byte picks the policy (bits 0–2: LWW, manual or
-/// one of the six [`RESOLVERS`]), whether region 0 is durable and restarted (bit 3) and whether
-/// containers are dropped (bit 4); the rest is the schedule's tape.
+/// one of the six [`RESOLVERS`]), whether region 0 is durable and restarted (bit 3), whether
+/// containers are dropped (bit 4), and whether, under a resolver, regions switch the policy's
+/// mode and limits and upload a second module (the next resolver of the list) under the same
+/// name (bit 5); the rest is the schedule's tape.
 pub fn config(data: &[u8]) -> Option<SimConfig> {
     let (&selector, tape) = data.split_first()?;
     let policy = match selector & 7 {
@@ -55,6 +57,14 @@ pub fn config(data: &[u8]) -> Option<SimConfig> {
     cfg.seed = u64::from(selector);
     cfg.durable = selector & 8 != 0;
     cfg.drops = selector & 16 != 0;
+    if selector & 32 != 0
+        && let SimPolicy::Custom(name) = &cfg.policy
+    {
+        cfg.mode_changes = true;
+        let at = RESOLVERS.iter().position(|r| r == name)?;
+        let other = converge_udf_examples::by_name(RESOLVERS[(at + 1) % RESOLVERS.len()])?;
+        cfg.modules.push(other.into());
+    }
     cfg.steps = 20 + tape.len().min(2048) / 8;
     cfg.tape = tape.to_vec();
     Some(cfg)
@@ -85,6 +95,7 @@ pub fn check(data: &[u8]) {
     if let SimPolicy::Custom(name) = &cfg.policy
         && !name.starts_with("adv-")
         && !cfg.drops
+        && !cfg.mode_changes
     {
         assert_eq!(
             report.open_conflicts, 0,

@@ -497,3 +497,125 @@ fn interrupted_resolutions_are_retried_after_a_restart() {
         "{records:?}"
     );
 }
+
+/// Review finding: a module that arrived under another container (or another name) than the
+/// definition pinning it did not re-resolve the conflicts waiting for it, so a region that
+/// had the conflict before the module showed `resolver missing` for good while a region that
+/// had the module first showed the decision.
+#[test]
+fn a_pinned_module_arriving_under_any_name_resolves_the_conflicts_waiting_for_it() {
+    let module = pick(1);
+    let hash = converge_core::content_hash(&module);
+    for (db, container, name) in [("db2", "c", "m"), ("db1", "c", "n")] {
+        let (a, b) = (sandboxed("a"), sandboxed("b"));
+        let pinned = ConflictPolicy::Custom {
+            resolver: "m".into(),
+            hash: Some(hash.clone()),
+            limits: ResolverLimits::default(),
+        };
+        for s in [&a, &b] {
+            s.put_container("db1", "c", "/pk", pinned.clone())
+                .expect("pinned");
+            s.put_container("db2", "c", "/pk", custom("m"))
+                .expect("other");
+        }
+        set_time(10);
+        a.upsert_item(
+            "db1",
+            "c",
+            serde_json::json!({"id": "x", "pk": "p", "who": "a"}),
+        )
+        .expect("a");
+        set_time(20);
+        b.upsert_item(
+            "db1",
+            "c",
+            serde_json::json!({"id": "x", "pk": "p", "who": "b"}),
+        )
+        .expect("b");
+        // b has the conflict (resolver missing) before the module reaches it; a gets the
+        // module first.
+        common::pull(&b, &a);
+        assert_eq!(open_records(&b, "db1", "c")[0].1, "resolver missing");
+        a.put_resolver(db, container, name, &module)
+            .expect("upload");
+        exchange(&[&a, &b]);
+        assert_eq!(
+            shown(&a, "db1", "c", "p", "x"),
+            shown(&b, "db1", "c", "p", "x")
+        );
+        assert!(
+            shown(&b, "db1", "c", "p", "x").1.contains("\"who\":\"a\""),
+            "{name}: decided"
+        );
+        assert!(open_records(&a, "db1", "c").is_empty());
+        assert!(
+            open_records(&b, "db1", "c").is_empty(),
+            "{name}: nothing waits"
+        );
+    }
+}
+
+/// Review finding: a listed interrupted resolution whose conflict a later write ended stayed
+/// listed forever (and was retried, with a commit, every second).
+#[test]
+fn a_conflict_ended_by_a_write_leaves_nothing_to_retry() {
+    let (a, b) = (sandboxed("a"), sandboxed("b"));
+    for s in [&a, &b] {
+        s.put_container(
+            "db",
+            "slow",
+            "/pk",
+            looping_policy(ResolverLimits::MAX_FUEL),
+        )
+        .expect("slow");
+    }
+    a.put_resolver("db", "slow", "spin", &looping())
+        .expect("upload");
+    conflicts_in(&a, &b, 6);
+    common::pull(&b, &a);
+    assert!(b.interrupted_count() > 0);
+    // b ends every conflict with a local write before any retry.
+    set_time(30);
+    for i in 0..6 {
+        b.upsert_item(
+            "db",
+            "slow",
+            serde_json::json!({"id": format!("i{i}"), "pk": "p", "who": "b2"}),
+        )
+        .expect("overwrite");
+    }
+    assert_eq!(b.interrupted_count(), 0);
+    common::pull(&a, &b);
+    assert_eq!(a.interrupted_count(), 0);
+    exchange(&[&a, &b]);
+    for i in 0..6 {
+        let id = format!("i{i}");
+        assert_eq!(
+            shown(&a, "db", "slow", "p", &id),
+            shown(&b, "db", "slow", "p", &id)
+        );
+    }
+}
+
+/// Review finding: a `hash` in a custom policy was taken unchecked (`"not-a-hash"` meant
+/// `resolver missing` for good).
+#[test]
+fn a_malformed_pinned_hash_is_refused() {
+    let a = sandboxed("a");
+    let policy = ConflictPolicy::Custom {
+        resolver: "m".into(),
+        hash: Some("not-a-hash".into()),
+        limits: ResolverLimits::default(),
+    };
+    match a.put_container("db", "c", "/pk", policy) {
+        Err(converge_core::Error::InvalidDefinition(m)) => {
+            assert!(m.contains("content hash"), "{m}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        a.all_containers().expect("list").is_empty(),
+        "nothing written"
+    );
+}

@@ -255,6 +255,18 @@ fn every_failure_has_its_feed_reason() {
             "",
             "invalid output: out of bounds",
         ),
+        // The trap kind as the ABI names it: wasmtime's text without its "wasm trap: " prefix
+        // (the review of issue 10 saw `trap: wasm trap: out of bounds memory access`).
+        (
+            "(drop (i64.load (i32.const -8))) (i64.const 0)",
+            "",
+            "trap: out of bounds memory access",
+        ),
+        (
+            "(drop (i32.div_u (i32.const 1) (i32.const 0))) (i64.const 0)",
+            "",
+            "trap: integer divide by zero",
+        ),
         (
             "(i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const 0xfffffff))",
             "",

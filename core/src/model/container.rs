@@ -203,10 +203,19 @@ impl ConflictPolicy {
                 )))
             }
             ConflictPolicy::Custom {
-                resolver, limits, ..
+                resolver,
+                hash,
+                limits,
             } => {
                 crate::model::validate_name("resolver", resolver)
                     .map_err(|e| Error::InvalidDefinition(e.to_string()))?;
+                if let Some(h) = hash
+                    && !(h.len() == 32 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                {
+                    return Err(Error::InvalidDefinition(format!(
+                        "resolver hash {h:?} is not a content hash (32 lowercase hex digits, as PUT .../resolvers/{{name}} returns)"
+                    )));
+                }
                 limits.validate()
             }
             _ => Ok(()),

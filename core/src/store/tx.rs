@@ -441,7 +441,19 @@ impl<'a> Tx<'a> {
         // A host without a sandbox refuses; its conflicts show `resolver missing`.
         let _ = self.store.options.host.load(&module);
         self.modules.clear();
+        self.refresh_pinning(&item.hash)?;
         Ok(Some(item))
+    }
+
+    /// A module arrived: resolves again the items of every live creation whose definition runs
+    /// it, whichever container or resolver name it came under.
+    fn refresh_pinning(&mut self, hash: &str) -> Result<()> {
+        for def in defs::list_defs(&*self.kv, None)? {
+            if super::resolvers::module_of(&*self.kv, &def)?.as_deref() == Some(hash) {
+                self.refresh_creation(def.creation_id)?;
+            }
+        }
+        Ok(())
     }
 
     /// A resolver item changed or a module arrived: resolves again the items of the creation

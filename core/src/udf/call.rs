@@ -169,7 +169,11 @@ fn trap_reason(err: &wasmtime::Error, state: &CallState) -> String {
         Some(Trap::StackOverflow) => reason::STACK_OVERFLOW.into(),
         _ if state.panic.is_some() => reason::trap(state.panic.as_deref().unwrap_or_default()),
         Some(Trap::UnreachableCodeReached) => reason::trap("unreachable"),
-        Some(t) => reason::trap(t),
+        // wasmtime writes "wasm trap: <kind>"; the ABI's reason is `trap: <kind>`.
+        Some(t) => {
+            let text = t.to_string();
+            reason::trap(text.strip_prefix("wasm trap: ").unwrap_or(&text))
+        }
         // Not a trap: instantiation refused (for example an initial memory over the limit).
         None => reason::trap(err.root_cause()),
     }
