@@ -4,29 +4,13 @@
 
 mod common;
 
-use common::{exchange, set_time};
+use common::{exchange, pick, set_time};
 use converge_core::{ConflictPolicy, ResolverLimits, Store, WasmResolvers};
 use std::sync::Arc;
 
 fn sandboxed(name: &str) -> Store {
     let opts = common::options().resolver_host(Arc::new(WasmResolvers::new()));
     Store::memory(name, opts).expect("store")
-}
-
-/// A module answering `{"pick":i}`.
-fn pick(i: usize) -> Vec<u8> {
-    let json = format!(r#"{{"pick":{i}}}"#);
-    wat::parse_str(format!(
-        r#"(module (memory (export "memory") 1)
-            (data (i32.const 16) "{}")
-            (func (export "converge_abi_version") (result i32) (i32.const 1))
-            (func (export "converge_alloc") (param i32) (result i32) (i32.const 1024))
-            (func (export "converge_resolve") (param i32 i32) (result i64)
-              (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const {}))))"#,
-        json.replace('"', "\\\""),
-        json.len()
-    ))
-    .expect("wat")
 }
 
 fn custom(resolver: &str) -> ConflictPolicy {
@@ -352,6 +336,24 @@ fn looping_policy(fuel: u64) -> ConflictPolicy {
     }
 }
 
+/// Regions `a` and `b` with container `db/slow` under the looping resolver at the maximum
+/// fuel, uploaded to `a`.
+fn looping_regions() -> (Store, Store) {
+    let (a, b) = (sandboxed("a"), sandboxed("b"));
+    for s in [&a, &b] {
+        s.put_container(
+            "db",
+            "slow",
+            "/pk",
+            looping_policy(ResolverLimits::MAX_FUEL),
+        )
+        .expect("slow");
+    }
+    a.put_resolver("db", "slow", "spin", &looping())
+        .expect("upload");
+    (a, b)
+}
+
 /// Writes `n` items in `a` and `b` concurrently in container `slow`.
 fn conflicts_in(a: &Store, b: &Store, n: usize) {
     for i in 0..n {
@@ -378,19 +380,10 @@ fn conflicts_in(a: &Store, b: &Store, n: usize) {
 /// end; and the first calls ran inside the replication batch.
 #[test]
 fn a_looping_resolver_never_stalls_the_write_path() {
-    let (a, b) = (sandboxed("a"), sandboxed("b"));
+    let (a, b) = looping_regions();
     for s in [&a, &b] {
-        s.put_container(
-            "db",
-            "slow",
-            "/pk",
-            looping_policy(ResolverLimits::MAX_FUEL),
-        )
-        .expect("slow");
         s.create_container("db", "fast", "/pk").expect("fast");
     }
-    a.put_resolver("db", "slow", "spin", &looping())
-        .expect("upload");
     conflicts_in(&a, &b, 4);
     let started = std::time::Instant::now();
     common::pull(&a, &b);
@@ -406,9 +399,7 @@ fn a_looping_resolver_never_stalls_the_write_path() {
     // What the server's retry thread does, while the application writes elsewhere.
     std::thread::scope(|scope| {
         let retries = scope.spawn(|| {
-            while a.interrupted_count() > 0 {
-                a.retry_interrupted().expect("retry");
-            }
+            drain(&a);
         });
         for n in 0..20 {
             let started = std::time::Instant::now();
@@ -428,19 +419,30 @@ fn a_looping_resolver_never_stalls_the_write_path() {
     });
     // The retries ended the way the sandbox ends such a call, and every region agrees.
     common::pull(&b, &a);
-    while b.interrupted_count() > 0 {
-        b.retry_interrupted().expect("retry at b");
+    drain(&b);
+    agree_out_of_fuel(&a, &b, 4);
+}
+
+/// Runs a region's retries until nothing waits, as a server's retry loop does.
+fn drain(s: &Store) {
+    while s.interrupted_count() > 0 {
+        s.retry_interrupted().expect("retry");
     }
-    for i in 0..4 {
+}
+
+/// Asserts that `a` and `b` show the same `n` items of `db/slow` and the same open records,
+/// one per item, each `out of fuel`.
+fn agree_out_of_fuel(a: &Store, b: &Store, n: usize) {
+    for i in 0..n {
         let id = format!("i{i}");
         assert_eq!(
-            shown(&a, "db", "slow", "p", &id),
-            shown(&b, "db", "slow", "p", &id)
+            shown(a, "db", "slow", "p", &id),
+            shown(b, "db", "slow", "p", &id)
         );
     }
-    let records = open_records(&a, "db", "slow");
-    assert_eq!(records, open_records(&b, "db", "slow"));
-    assert_eq!(records.len(), 4);
+    let records = open_records(a, "db", "slow");
+    assert_eq!(records, open_records(b, "db", "slow"));
+    assert_eq!(records.len(), n);
     assert!(
         records.iter().all(|(_, r)| r == "out of fuel"),
         "{records:?}"
@@ -477,25 +479,9 @@ fn interrupted_resolutions_are_retried_after_a_restart() {
     drop(a);
     let a = open(converge_core::DEFAULT_WATCHDOG);
     assert_eq!(a.interrupted_count(), 2, "the list survives the restart");
-    while a.interrupted_count() > 0 {
-        a.retry_interrupted().expect("retry");
-    }
-    while b.interrupted_count() > 0 {
-        b.retry_interrupted().expect("retry at b");
-    }
-    for id in ["i0", "i1"] {
-        assert_eq!(
-            shown(&a, "db", "slow", "p", id),
-            shown(&b, "db", "slow", "p", id)
-        );
-    }
-    let records = open_records(&a, "db", "slow");
-    assert_eq!(records, open_records(&b, "db", "slow"));
-    assert_eq!(records.len(), 2);
-    assert!(
-        records.iter().all(|(_, r)| r == "out of fuel"),
-        "{records:?}"
-    );
+    drain(&a);
+    drain(&b);
+    agree_out_of_fuel(&a, &b, 2);
 }
 
 /// Review finding: a module that arrived under another container (or another name) than the
@@ -560,18 +546,7 @@ fn a_pinned_module_arriving_under_any_name_resolves_the_conflicts_waiting_for_it
 /// listed forever (and was retried, with a commit, every second).
 #[test]
 fn a_conflict_ended_by_a_write_leaves_nothing_to_retry() {
-    let (a, b) = (sandboxed("a"), sandboxed("b"));
-    for s in [&a, &b] {
-        s.put_container(
-            "db",
-            "slow",
-            "/pk",
-            looping_policy(ResolverLimits::MAX_FUEL),
-        )
-        .expect("slow");
-    }
-    a.put_resolver("db", "slow", "spin", &looping())
-        .expect("upload");
+    let (a, b) = looping_regions();
     conflicts_in(&a, &b, 6);
     common::pull(&b, &a);
     assert!(b.interrupted_count() > 0);

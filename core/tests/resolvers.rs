@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{exchange, set_time};
+use common::{exchange, pick, set_time};
 use converge_core::{
     ConflictPolicy, ConflictStatus, Error, PartitionKey, ResolverLimits, Store, WasmResolvers,
 };
@@ -13,23 +13,6 @@ use std::sync::Arc;
 /// A module answering `{"pick":1}` (the older version wins).
 fn pick_second() -> Vec<u8> {
     pick(1)
-}
-
-/// A module answering `{"pick":i}`.
-fn pick(i: usize) -> Vec<u8> {
-    let json = format!(r#"{{"pick":{i}}}"#);
-    let json = json.as_str();
-    wat::parse_str(format!(
-        r#"(module (memory (export "memory") 1)
-            (data (i32.const 16) "{}")
-            (func (export "converge_abi_version") (result i32) (i32.const 1))
-            (func (export "converge_alloc") (param i32) (result i32) (i32.const 1024))
-            (func (export "converge_resolve") (param i32 i32) (result i64)
-              (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const {}))))"#,
-        json.replace('"', "\\\""),
-        json.len()
-    ))
-    .expect("wat")
 }
 
 fn sandboxed(name: &str) -> Store {

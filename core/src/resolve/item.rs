@@ -103,6 +103,18 @@ pub struct Resolution {
 }
 
 impl Resolution {
+    /// Nothing shows, nothing is recorded, and `outcome` says why.
+    fn hidden(outcome: Outcome) -> Self {
+        Resolution {
+            shown: Shown::Hidden,
+            etag: 0,
+            ts: 0,
+            contributors: vec![],
+            open: vec![],
+            outcome,
+        }
+    }
+
     /// Whether the watchdog stopped the call (or it was put off): the LWW winner shows as
     /// tentative, and the item must be resolved again later.
     pub fn interrupted(&self) -> bool {
@@ -219,14 +231,7 @@ pub fn resolve(
     siblings: &[Sibling<'_>],
     decider: Decider<'_>,
 ) -> Resolution {
-    let hidden = |outcome| Resolution {
-        shown: Shown::Hidden,
-        etag: 0,
-        ts: 0,
-        contributors: vec![],
-        open: vec![],
-        outcome,
-    };
+    let hidden = Resolution::hidden;
     let def = match definition {
         Definition::Hidden => return hidden(Outcome::Pick(0)),
         Definition::Replaced => {
@@ -292,14 +297,7 @@ fn shown_by(
     order: &[usize],
     outcome: Outcome,
 ) -> Resolution {
-    let hidden = |outcome| Resolution {
-        shown: Shown::Hidden,
-        etag: 0,
-        ts: 0,
-        contributors: vec![],
-        open: vec![],
-        outcome,
-    };
+    let hidden = Resolution::hidden;
     let ts = siblings
         .iter()
         .map(|s| s.hlc)

@@ -68,3 +68,19 @@ pub fn module(tag: &str) -> Vec<u8> {
     ))
     .expect("wat")
 }
+
+/// A module answering `{"pick":i}`.
+pub fn pick(i: usize) -> Vec<u8> {
+    let json = format!(r#"{{"pick":{i}}}"#);
+    wat::parse_str(format!(
+        r#"(module (memory (export "memory") 1)
+            (data (i32.const 16) "{}")
+            (func (export "converge_abi_version") (result i32) (i32.const 1))
+            (func (export "converge_alloc") (param i32) (result i32) (i32.const 1024))
+            (func (export "converge_resolve") (param i32 i32) (result i64)
+              (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const {}))))"#,
+        json.replace('"', "\\\""),
+        json.len()
+    ))
+    .expect("wat")
+}
