@@ -594,3 +594,77 @@ fn a_malformed_pinned_hash_is_refused() {
         "nothing written"
     );
 }
+
+/// A module version that arrives after the upload that covers it is still kept (the region's
+/// definition may pin it) and logged, so the regions that pull from this one get it too.
+#[test]
+fn a_covered_module_version_arriving_late_is_kept_and_relayed() {
+    let (w, e, relay) = (sandboxed("w"), sandboxed("e"), sandboxed("relay"));
+    set_time(1);
+    w.put_container("db", "c", "/pk", custom("m"))
+        .expect("container");
+    let m1 = w.put_resolver("db", "c", "m", &pick(1)).expect("m1");
+    set_time(2);
+    w.put_resolver("db", "c", "m", &pick(0)).expect("m2");
+    // E pins M1 explicitly (under a name with no upload of its own, so the given hash holds);
+    // the relay gets W's versions newest first.
+    let pinned = ConflictPolicy::Custom {
+        resolver: "old".into(),
+        hash: Some(m1.clone()),
+        limits: ResolverLimits::default(),
+    };
+    let mut versions = common::everything(&w).versions;
+    versions.reverse();
+    for v in versions {
+        relay.apply_versions(&[v]).expect("apply one by one");
+    }
+    assert!(
+        common::everything(&relay)
+            .versions
+            .iter()
+            .any(|v| v.body.as_deref().is_some_and(|b| b.contains(&m1))),
+        "the covered M1 version is in the relay's log"
+    );
+    exchange(&[&e, &relay]);
+    set_time(3);
+    e.put_container("db", "c", "/pk", pinned).expect("pin M1");
+    set_time(10);
+    e.upsert_item(
+        "db",
+        "c",
+        serde_json::json!({"id": "x", "pk": "p", "who": "e1"}),
+    )
+    .expect("e1");
+    set_time(20);
+    relay
+        .upsert_item(
+            "db",
+            "c",
+            serde_json::json!({"id": "x", "pk": "p", "who": "r"}),
+        )
+        .expect("r");
+    exchange(&[&e, &relay]);
+    assert_eq!(
+        shown(&e, "db", "c", "p", "x"),
+        shown(&relay, "db", "c", "p", "x")
+    );
+    assert!(
+        shown(&e, "db", "c", "p", "x").1.contains("e1"),
+        "M1 picks the older"
+    );
+    assert!(open_records(&e, "db", "c").is_empty());
+}
+
+/// Review finding: every empty long poll committed (and fsynced) the unchanged cursor, once a
+/// second per peer in an idle region.
+#[test]
+fn an_empty_batch_that_moves_no_cursor_commits_nothing() {
+    let (a, b) = (common::region("a"), common::region("b"));
+    a.create_container("db", "c", "/pk").expect("container");
+    common::pull(&b, &a);
+    let before = b.stats().commits;
+    for _ in 0..3 {
+        common::pull(&b, &a);
+    }
+    assert_eq!(b.stats().commits, before);
+}

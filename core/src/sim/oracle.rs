@@ -1,6 +1,6 @@
 //! What must hold after a full exchange: every region shows the same thing, and nothing is lost.
 
-use super::world::{CONTAINER, DB, World};
+use super::world::{CONTAINER, DATABASES, World};
 use crate::Cursor;
 use crate::feed::ConflictStatus;
 use crate::model::{CreationId, ItemKey, SYSTEM_CREATION};
@@ -31,12 +31,12 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
     }
 
     // Visible items, with their etags and bodies.
-    let visible = |i: usize| -> Fallible<Vec<(String, String, String)>> {
+    let visible = |i: usize, db: &str| -> Fallible<Vec<(String, String, String)>> {
         let store = world.store(i);
         let mut out = Vec::new();
         let mut cont = None;
         loop {
-            let page = match store.list_items(DB, CONTAINER, None, cont.as_deref(), 2) {
+            let page = match store.list_items(db, CONTAINER, None, cont.as_deref(), 2) {
                 Ok(p) => p,
                 Err(crate::Error::UnknownContainer { .. }) => return Ok(out),
                 Err(x) => return Err(e(x)),
@@ -54,12 +54,12 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
             }
         }
     };
-    let open = |i: usize| -> Fallible<BTreeSet<(String, String)>> {
+    let open = |i: usize, db: &str| -> Fallible<BTreeSet<(String, String)>> {
         let store = world.store(i);
         let mut out = BTreeSet::new();
         let mut cont = None;
         loop {
-            let page = match store.conflicts(DB, CONTAINER, cont.as_deref(), 3) {
+            let page = match store.conflicts(db, CONTAINER, cont.as_deref(), 3) {
                 Ok(p) => p,
                 Err(crate::Error::UnknownContainer { .. }) => return Ok(out),
                 Err(x) => return Err(e(x)),
@@ -76,25 +76,29 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
             }
         }
     };
-    let v0 = visible(0)?;
-    let o0 = open(0)?;
-    for i in 1..n {
-        let vi = visible(i)?;
-        if vi != v0 {
-            return Err(format!(
-                "visible items differ:\n {}: {v0:?}\n {}: {vi:?}",
-                name(0),
-                name(i)
-            ));
+    let mut o0 = BTreeSet::new();
+    for db in DATABASES {
+        let v0 = visible(0, db)?;
+        let open0 = open(0, db)?;
+        for i in 1..n {
+            let vi = visible(i, db)?;
+            if vi != v0 {
+                return Err(format!(
+                    "visible items of {db} differ:\n {}: {v0:?}\n {}: {vi:?}",
+                    name(0),
+                    name(i)
+                ));
+            }
+            let oi = open(i, db)?;
+            if oi != open0 {
+                return Err(format!(
+                    "open conflicts of {db} differ:\n {}: {open0:?}\n {}: {oi:?}",
+                    name(0),
+                    name(i)
+                ));
+            }
         }
-        let oi = open(i)?;
-        if oi != o0 {
-            return Err(format!(
-                "open conflicts differ:\n {}: {o0:?}\n {}: {oi:?}",
-                name(0),
-                name(i)
-            ));
-        }
+        o0.extend(open0);
     }
 
     // Every version any region logged.
@@ -129,10 +133,11 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
             .or_default()
             .push(v);
     }
-    let active = defs0
+    let active: HashSet<CreationId> = defs0
         .iter()
-        .find(|d| d.database == DB && d.name == CONTAINER)
-        .map(|d| d.creation_id);
+        .filter(|d| DATABASES.contains(&d.database.as_str()) && d.name == CONTAINER)
+        .map(|d| d.creation_id)
+        .collect();
     let mut expected_open = 0;
     let mut in_conflict = 0;
     for ((cid, key), versions) in &by_item {
@@ -184,7 +189,7 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
                 ));
             }
         }
-        if Some(*cid) == active && state.siblings.len() > 1 {
+        if active.contains(cid) && state.siblings.len() > 1 {
             in_conflict += 1;
             expected_open += state.siblings.len() - 1;
         }

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The database and container every simulation writes to.
-pub(crate) const DB: &str = "sim";
+/// The databases of the run: each holds a container [`CONTAINER`] with the run's policy and a
+/// resolver of the same name, so modules must never be found by container and name alone.
+pub(crate) const DATABASES: [&str; 2] = ["sim", "sim2"];
 pub(crate) const CONTAINER: &str = "items";
 pub(crate) const PK_PATH: &str = "/pk";
 const IDS: [&str; 3] = ["a", "b", "c"];
@@ -249,26 +251,31 @@ impl World {
         let policy = world.initial_policy();
         for i in 0..n {
             world.at(i);
-            world
-                .store(i)
-                .put_container(DB, CONTAINER, PK_PATH, policy.clone())?;
+            for db in DATABASES {
+                world
+                    .store(i)
+                    .put_container(db, CONTAINER, PK_PATH, policy.clone())?;
+            }
         }
+        // Region 0 uploads the first module version to the first database and the second
+        // (when there is one) under the same name to the second.
         world.at(0);
-        world.upload(0, 0)?;
+        world.upload(0, DATABASES[0], 0)?;
+        world.upload(0, DATABASES[1], 1 % world.cfg.modules.len().max(1))?;
         Ok(world)
     }
 
-    /// Region `i` uploads module version `which` of [`SimConfig::modules`] (under a custom
-    /// policy, where the container exists there).
-    fn upload(&mut self, i: usize, which: usize) -> Result<(), Error> {
+    /// Region `i` uploads module version `which` of [`SimConfig::modules`] to `db` (under a
+    /// custom policy, where the container exists there).
+    fn upload(&mut self, i: usize, db: &str, which: usize) -> Result<(), Error> {
         let (SimPolicy::Custom(name), Some(module)) =
             (&self.cfg.policy, self.cfg.modules.get(which))
         else {
             return Ok(());
         };
-        let out = self.store(i).put_resolver(DB, CONTAINER, name, module);
+        let out = self.store(i).put_resolver(db, CONTAINER, name, module);
         self.log(format!(
-            "{} uploads module {which}: {:?}",
+            "{} uploads module {which} to {db}: {:?}",
             self.regions[i].name,
             out.as_ref().map(|h| &h[..8])
         ));
@@ -284,8 +291,9 @@ impl World {
         }
         let i = self.rng.below(self.regions.len() as u64) as usize;
         let which = self.rng.below(self.cfg.modules.len() as u64) as usize;
+        let db = *self.rng.pick(&DATABASES);
         self.at(i);
-        self.upload(i, which)
+        self.upload(i, db, which)
     }
 
     fn initial_policy(&self) -> ConflictPolicy {
@@ -363,6 +371,7 @@ impl World {
     fn step_write(&mut self, step: usize) -> Result<(), Error> {
         let i = self.rng.below(self.regions.len() as u64) as usize;
         self.at(i);
+        let db = *self.rng.pick(&DATABASES);
         let id = *self.rng.pick(&IDS);
         let pk = *self.rng.pick(&PKS);
         let body = match &self.cfg.bodies {
@@ -381,7 +390,7 @@ impl World {
         let if_match = if self.rng.chance(20) {
             let current = self
                 .store(i)
-                .read_item(DB, CONTAINER, &PartitionKey::from(pk), id);
+                .read_item(db, CONTAINER, &PartitionKey::from(pk), id);
             match current {
                 Ok(item) if self.rng.chance(80) => Some(item.etag),
                 _ => Some("\"0000000000000000\"".to_owned()),
@@ -404,9 +413,9 @@ impl World {
             },
         };
         let desc = format!("{op:?}");
-        let out = self.store(i).write(DB, CONTAINER, op);
+        let out = self.store(i).write(db, CONTAINER, op);
         self.log(format!(
-            "t={} {} write {desc} -> {:?}",
+            "t={} {} write {db} {desc} -> {:?}",
             self.time,
             self.regions[i].name,
             out.as_ref().map(|_| "ok")
@@ -570,12 +579,13 @@ impl World {
             _ => return Ok(()),
         };
         let i = self.rng.below(self.regions.len() as u64) as usize;
+        let db = *self.rng.pick(&DATABASES);
         self.at(i);
         let out = self
             .store(i)
-            .put_container(DB, CONTAINER, PK_PATH, policy.clone());
+            .put_container(db, CONTAINER, PK_PATH, policy.clone());
         self.log(format!(
-            "{} sets {policy:?}: {:?}",
+            "{} sets {db} {policy:?}: {:?}",
             self.regions[i].name,
             out.as_ref().map(|r| r.1)
         ));
@@ -591,8 +601,9 @@ impl World {
             return Ok(());
         }
         let i = self.rng.below(self.regions.len() as u64) as usize;
+        let db = *self.rng.pick(&DATABASES);
         self.at(i);
-        match self.store(i).drop_container(DB, CONTAINER) {
+        match self.store(i).drop_container(db, CONTAINER) {
             Ok(()) | Err(Error::UnknownContainer { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -600,13 +611,13 @@ impl World {
         let policy = self.initial_policy();
         let def = self
             .store(i)
-            .put_container(DB, CONTAINER, PK_PATH, policy)?;
+            .put_container(db, CONTAINER, PK_PATH, policy)?;
         self.log(format!(
-            "{} drops and re-creates the container: {:?}",
+            "{} drops and re-creates {db}: {:?}",
             self.regions[i].name, def.0.creation_id
         ));
         // Resolvers belong to a creation: the new one needs its module uploaded again.
-        self.upload(i, 0)
+        self.upload(i, db, 0)
     }
 
     /// Heals every link and pulls between all pairs until nothing new arrives.
