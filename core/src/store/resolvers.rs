@@ -30,10 +30,28 @@ pub(crate) struct ResolverItem {
     pub module: String,
 }
 
-/// A resolver item's fields without its module, read without copying the bytes.
-#[derive(Deserialize)]
-struct ResolverHead {
-    hash: String,
+/// A resolver item's fields without its module: what most readers need, read without
+/// decoding (or hashing) the module's bytes.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct ResolverHead {
+    pub database: String,
+    pub container: String,
+    pub creation: CreationId,
+    pub name: String,
+    pub hash: String,
+}
+
+/// Parses a resolver item's head and checks it matches its key.
+pub(crate) fn parse_head(key: &ItemKey, body: &str) -> Result<ResolverHead> {
+    let head: ResolverHead = serde_json::from_str(body)
+        .map_err(|e| Error::CorruptBatch(format!("resolver item {}: {e}", key.id)))?;
+    if resolver_key(&head.database, &head.container, head.creation, &head.name) != *key {
+        return Err(Error::CorruptBatch(format!(
+            "resolver item {}: does not match its key",
+            key.id
+        )));
+    }
+    Ok(head)
 }
 
 /// The key of resolver `name` of one creation of `database/container`: `<container>/<creation
@@ -118,7 +136,7 @@ pub(crate) fn keep_module(kv: &mut dyn KvWrite, hash: &str, module: &[u8]) -> Re
 }
 
 /// Every visible resolver item of one creation.
-fn resolvers_of(kv: &dyn KvRead, def: &ContainerDef) -> Result<Vec<ResolverItem>> {
+fn resolvers_of(kv: &dyn KvRead, def: &ContainerDef) -> Result<Vec<ResolverHead>> {
     let prefix = SYSTEM_CREATION.0.to_be_bytes();
     let end = prefix_end(&prefix);
     let mut out = Vec::new();
@@ -129,7 +147,7 @@ fn resolvers_of(kv: &dyn KvRead, def: &ContainerDef) -> Result<Vec<ResolverItem>
         }
         let rec: ItemRecord = decode("item", &v)?;
         if let Some(body) = defs::visible_body(kv, &rec)? {
-            let (item, _) = parse_resolver(&key, &body)?;
+            let item = parse_head(&key, &body)?;
             if item.database == def.database
                 && item.container == def.name
                 && item.creation == def.creation_id

@@ -301,7 +301,9 @@ impl<'a> Tx<'a> {
                 Error::CorruptBatch(format!("definition version {} has no body", v.dot))
             })?;
             if super::resolvers::is_resolver_key(&v.key) {
-                super::resolvers::parse_resolver(&v.key, body)?;
+                // The module's bytes are decoded and checked against their hash when they are
+                // kept (`keep_module`), only if this region does not hold them yet.
+                super::resolvers::parse_head(&v.key, body)?;
                 return Ok(());
             }
             let def = defs::parse_def(body)?;
@@ -391,8 +393,7 @@ impl<'a> Tx<'a> {
         }
         if resolver {
             let rec = self.refresh(SYSTEM_CREATION, &v.key, &ik, rec, Some(lsn))?;
-            let (item, _) =
-                super::resolvers::parse_resolver(&v.key, v.body.as_deref().unwrap_or_default())?;
+            let item = super::resolvers::parse_head(&v.key, v.body.as_deref().unwrap_or_default())?;
             self.refresh_users(&item)?;
             return Ok(Some(rec));
         }
@@ -433,11 +434,14 @@ impl<'a> Tx<'a> {
         &mut self,
         key: &ItemKey,
         body: &str,
-    ) -> Result<Option<super::resolvers::ResolverItem>> {
-        let (item, module) = super::resolvers::parse_resolver(key, body)?;
-        if !super::resolvers::keep_module(self.kv, &item.hash, &module)? {
+    ) -> Result<Option<super::resolvers::ResolverHead>> {
+        let head = super::resolvers::parse_head(key, body)?;
+        if super::resolvers::holds_module(&*self.kv, &head.hash)? {
             return Ok(None);
         }
+        let (_, module) = super::resolvers::parse_resolver(key, body)?;
+        super::resolvers::keep_module(self.kv, &head.hash, &module)?;
+        let item = head;
         // A host without a sandbox refuses; its conflicts show `resolver missing`.
         let _ = self.store.options.host.load(&module);
         self.modules.clear();
@@ -458,7 +462,7 @@ impl<'a> Tx<'a> {
 
     /// A resolver item changed or a module arrived: resolves again the items of the creation
     /// it belongs to, if that creation is live and its policy names the resolver.
-    fn refresh_users(&mut self, item: &super::resolvers::ResolverItem) -> Result<()> {
+    fn refresh_users(&mut self, item: &super::resolvers::ResolverHead) -> Result<()> {
         self.modules.clear();
         let uses_it = |d: &ContainerDef| {
             d.creation_id == item.creation
