@@ -428,8 +428,7 @@ impl Store {
                 let (cid, key) = codec::parse_item_key(ik)?;
                 let state = defs::cid_state(kv, cid)?;
                 let module = match &state {
-                    defs::CidState::Active(d) => resolvers::module_of(kv, d)?
-                        .filter(|h| resolvers::holds_module(kv, h).unwrap_or(false)),
+                    defs::CidState::Active(d) => resolvers::held_module_of(kv, d)?,
                     _ => None,
                 };
                 let writer_of = |a: ActorId| {

@@ -121,6 +121,15 @@ pub(crate) fn module_of(kv: &dyn KvRead, def: &ContainerDef) -> Result<Option<St
     }
 }
 
+/// The content hash of the module a definition runs ([`module_of`]), if this region holds
+/// that module.
+pub(crate) fn held_module_of(kv: &dyn KvRead, def: &ContainerDef) -> Result<Option<String>> {
+    match module_of(kv, def)? {
+        Some(h) if holds_module(kv, &h)? => Ok(Some(h)),
+        _ => Ok(None),
+    }
+}
+
 /// Whether this region holds the module with content hash `hash`.
 pub(crate) fn holds_module(kv: &dyn KvRead, hash: &str) -> Result<bool> {
     Ok(kv.get(Table::Modules, hash.as_bytes())?.is_some())

@@ -354,10 +354,12 @@ impl<'a> Tx<'a> {
                 return self.apply_definition(v, &ik, rec, lsn).map(Some);
             }
             // A covered module version new here is logged, so it is relayed to regions that
-            // may pin it, and the conflicts that wait for it are resolved again.
+            // may pin it, and the conflicts that wait for it are resolved again (the visible
+            // resolver items are unchanged, so only the definitions pinning it can be).
             if let Some(item) = new_module {
                 self.log_version(v, actor, &vctx)?;
-                self.refresh_users(&item)?;
+                let pinning = self.creations_pinning(&item.hash)?;
+                self.refresh_creations(pinning)?;
                 return Ok(None);
             }
             if !local {
@@ -394,7 +396,13 @@ impl<'a> Tx<'a> {
         if resolver {
             let rec = self.refresh(SYSTEM_CREATION, &v.key, &ik, rec, Some(lsn))?;
             let item = super::resolvers::parse_head(&v.key, v.body.as_deref().unwrap_or_default())?;
-            self.refresh_users(&item)?;
+            // The creation the item belongs to (its visible resolver may have changed) and,
+            // when the module is new here, every creation pinning it: each resolved once.
+            let mut affected = self.creation_using(&item)?;
+            if new_module.is_some() {
+                affected.extend(self.creations_pinning(&item.hash)?);
+            }
+            self.refresh_creations(affected)?;
             return Ok(Some(rec));
         }
         if system {
@@ -445,34 +453,45 @@ impl<'a> Tx<'a> {
         // A host without a sandbox refuses; its conflicts show `resolver missing`.
         let _ = self.store.options.host.load(&module);
         self.modules.clear();
-        self.refresh_pinning(&item.hash)?;
         Ok(Some(item))
     }
 
-    /// A module arrived: resolves again the items of every live creation whose definition runs
-    /// it, whichever container or resolver name it came under.
-    fn refresh_pinning(&mut self, hash: &str) -> Result<()> {
+    /// Every live creation whose definition runs the module `hash`, whichever container or
+    /// resolver name the module came under.
+    fn creations_pinning(&self, hash: &str) -> Result<std::collections::BTreeSet<CreationId>> {
+        let mut out = std::collections::BTreeSet::new();
         for def in defs::list_defs(&*self.kv, None)? {
             if super::resolvers::module_of(&*self.kv, &def)?.as_deref() == Some(hash) {
-                self.refresh_creation(def.creation_id)?;
+                out.insert(def.creation_id);
             }
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// A resolver item changed or a module arrived: resolves again the items of the creation
-    /// it belongs to, if that creation is live and its policy names the resolver.
-    fn refresh_users(&mut self, item: &super::resolvers::ResolverHead) -> Result<()> {
-        self.modules.clear();
+    /// The creation a resolver item belongs to, if it is live and its policy names the
+    /// resolver.
+    fn creation_using(
+        &self,
+        item: &super::resolvers::ResolverHead,
+    ) -> Result<std::collections::BTreeSet<CreationId>> {
         let uses_it = |d: &ContainerDef| {
             d.creation_id == item.creation
                 && matches!(&d.conflict_resolution_policy,
                     ConflictPolicy::Custom { resolver, .. } if *resolver == item.name)
         };
-        if defs::visible_def(&*self.kv, &item.database, &item.container)?
-            .is_some_and(|d| uses_it(&d))
-        {
-            self.refresh_creation(item.creation)?;
+        let live = defs::visible_def(&*self.kv, &item.database, &item.container)?
+            .is_some_and(|d| uses_it(&d));
+        Ok(live.then_some(item.creation).into_iter().collect())
+    }
+
+    /// Resolves again the items of each creation (after its resolver or module changed).
+    fn refresh_creations(
+        &mut self,
+        creations: std::collections::BTreeSet<CreationId>,
+    ) -> Result<()> {
+        self.modules.clear();
+        for cid in creations {
+            self.refresh_creation(cid)?;
         }
         Ok(())
     }
@@ -483,11 +502,7 @@ impl<'a> Tx<'a> {
         if let Some(m) = self.modules.get(&def.creation_id) {
             return Ok(m.clone());
         }
-        let m = super::resolvers::module_of(&*self.kv, def)?;
-        let m = match m {
-            Some(h) if super::resolvers::holds_module(&*self.kv, &h)? => Some(h),
-            _ => None,
-        };
+        let m = super::resolvers::held_module_of(&*self.kv, def)?;
         self.modules.insert(def.creation_id, m.clone());
         Ok(m)
     }
