@@ -79,6 +79,7 @@ pub fn resolver_config(name: &'static str, seed: u64) -> SimConfig {
         .map(|m| vec![m.into()])
         .unwrap_or_default();
     cfg.bodies = Some(Arc::new(move |r| example_body(name, r)));
+    cfg.watchdog = true;
     cfg
 }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 /// A deterministic custom resolver that exercises every outcome: merges when the versions'
 /// `n` sum (plus a number the module's hash gives, so module versions decide differently) is
 /// even, picks the last version when it is 1 mod 4, deletes on 3 mod 8, and fails (as a
-/// trapping resolver would) otherwise.
+/// trapping resolver would) otherwise. The simulation's watchdog stops a third of its calls
+/// made under a region's writer, as it would a slow module's.
 struct MixedHost;
 
 impl ResolverHost for MixedHost {
@@ -32,22 +33,6 @@ impl ResolverHost for MixedHost {
             1 | 5 => Outcome::Pick(req.versions.len() - 1),
             3 => Outcome::Delete,
             _ => Outcome::Failed("trap: odd sum".into()),
-        }
-    }
-
-    /// A slow module, as the watchdog sees it: the call made under the store's writer is
-    /// stopped for a third of the conflicts (deterministically), and those are decided by the
-    /// retry the simulation runs, as a server's retry loop does.
-    fn resolve_within(&self, req: &ResolveRequest<'_>, _: std::time::Duration) -> Outcome {
-        let slow = req
-            .versions
-            .iter()
-            .map(|v| v.timestamp)
-            .fold(req.versions.len() as u64, u64::wrapping_add)
-            .is_multiple_of(3);
-        match slow {
-            true => Outcome::Interrupted,
-            false => self.resolve(req),
         }
     }
 }
@@ -83,6 +68,7 @@ fn config(seed: u64, policy: SimPolicy) -> SimConfig {
         c.host = Some(Arc::new(MixedHost));
         c.modules = module_versions();
         c.mode_changes = true;
+        c.watchdog = true;
     }
     // One seed in twenty runs region 0 on redb and restarts it mid-run.
     c.durable = seed.is_multiple_of(20);

@@ -13,11 +13,14 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The database and container every simulation writes to.
-/// The databases of the run: each holds a container [`CONTAINER`] with the run's policy and a
-/// resolver of the same name, so modules must never be found by container and name alone.
+/// The databases of the run: each holds the containers [`CONTAINERS`], and resolvers of the
+/// same name, so modules must never be found by container and name alone.
 pub(crate) const DATABASES: [&str; 2] = ["sim", "sim2"];
+/// The container with the run's policy ([`SimConfig::policy`]).
 pub(crate) const CONTAINER: &str = "items";
+/// Every container of each database: [`CONTAINER`], and one that starts with another policy
+/// (see [`World::initial_policy`]); most writes go to the first.
+pub(crate) const CONTAINERS: [&str; 2] = [CONTAINER, "other"];
 pub(crate) const PK_PATH: &str = "/pk";
 const IDS: [&str; 3] = ["a", "b", "c"];
 const PKS: [&str; 2] = ["p", "q"];
@@ -57,6 +60,10 @@ pub struct SimConfig {
     /// policy (with its default or other limits), manual and LWW during the run, while items
     /// are in conflict.
     pub mode_changes: bool,
+    /// Whether a simulated watchdog stops a third of the custom resolver calls made under a
+    /// region's writer, deterministically per region (by the region and the request), as a
+    /// slow module would be stopped; the retry then decides them without the writer.
+    pub watchdog: bool,
     /// Bytes that drive the schedule's choices before the seed does (for fuzzing).
     pub tape: Vec<u8>,
     /// Shapes written bodies for a resolver: called with a random number, returns the fields
@@ -91,6 +98,7 @@ impl SimConfig {
             modules: Vec::new(),
             drops: true,
             mode_changes: false,
+            watchdog: false,
             tape: Vec::new(),
             bodies: None,
         }
@@ -114,6 +122,8 @@ pub struct SimReport {
     pub items_in_conflict: usize,
     /// Open conflict records per region at the end.
     pub open_conflicts: usize,
+    /// The reasons of those records (`deferred: …` and `trap: …` with their messages).
+    pub reasons: std::collections::BTreeSet<String>,
 }
 
 /// A run whose regions disagreed, lost a version, or failed unexpectedly.
@@ -247,35 +257,42 @@ impl World {
             });
             world.open(i)?;
         }
-        // Every region creates the container independently, as a deployment script would.
-        let policy = world.initial_policy();
+        // Every region creates the containers independently, as a deployment script would.
         for i in 0..n {
             world.at(i);
             for db in DATABASES {
-                world
-                    .store(i)
-                    .put_container(db, CONTAINER, PK_PATH, policy.clone())?;
+                for container in CONTAINERS {
+                    let policy = world.initial_policy(container);
+                    world
+                        .store(i)
+                        .put_container(db, container, PK_PATH, policy)?;
+                }
             }
         }
         // Region 0 uploads the first module version to the first database and the second
         // (when there is one) under the same name to the second.
         world.at(0);
-        world.upload(0, DATABASES[0], 0)?;
-        world.upload(0, DATABASES[1], 1 % world.cfg.modules.len().max(1))?;
+        world.upload(0, DATABASES[0], CONTAINER, 0)?;
+        world.upload(
+            0,
+            DATABASES[1],
+            CONTAINER,
+            1 % world.cfg.modules.len().max(1),
+        )?;
         Ok(world)
     }
 
-    /// Region `i` uploads module version `which` of [`SimConfig::modules`] to `db` (under a
-    /// custom policy, where the container exists there).
-    fn upload(&mut self, i: usize, db: &str, which: usize) -> Result<(), Error> {
+    /// Region `i` uploads module version `which` of [`SimConfig::modules`] to `container` of
+    /// `db` (under a custom policy, where the container exists there).
+    fn upload(&mut self, i: usize, db: &str, container: &str, which: usize) -> Result<(), Error> {
         let (SimPolicy::Custom(name), Some(module)) =
             (&self.cfg.policy, self.cfg.modules.get(which))
         else {
             return Ok(());
         };
-        let out = self.store(i).put_resolver(db, CONTAINER, name, module);
+        let out = self.store(i).put_resolver(db, container, name, module);
         self.log(format!(
-            "{} uploads module {which} to {db}: {:?}",
+            "{} uploads module {which} to {db}/{container}: {:?}",
             self.regions[i].name,
             out.as_ref().map(|h| &h[..8])
         ));
@@ -292,15 +309,21 @@ impl World {
         let i = self.rng.below(self.regions.len() as u64) as usize;
         let which = self.rng.below(self.cfg.modules.len() as u64) as usize;
         let db = *self.rng.pick(&DATABASES);
+        let container = *self.rng.pick(&CONTAINERS);
         self.at(i);
-        self.upload(i, db, which)
+        self.upload(i, db, container, which)
     }
 
-    fn initial_policy(&self) -> ConflictPolicy {
-        match &self.cfg.policy {
-            SimPolicy::Lww => ConflictPolicy::default(),
-            SimPolicy::Manual => ConflictPolicy::Manual,
-            SimPolicy::Custom(name) => ConflictPolicy::Custom {
+    /// The policy `container` is created with: the run's for [`CONTAINER`]; for the other,
+    /// manual under an LWW run and LWW otherwise (so a run of a well-behaved resolver without
+    /// mode changes leaves nothing in the feed).
+    fn initial_policy(&self, container: &str) -> ConflictPolicy {
+        match (&self.cfg.policy, container == CONTAINER) {
+            (SimPolicy::Lww, true) => ConflictPolicy::default(),
+            (SimPolicy::Lww, false) => ConflictPolicy::Manual,
+            (SimPolicy::Manual, true) => ConflictPolicy::Manual,
+            (SimPolicy::Manual | SimPolicy::Custom(_), false) => ConflictPolicy::default(),
+            (SimPolicy::Custom(name), true) => ConflictPolicy::Custom {
                 resolver: name.clone(),
                 hash: None,
                 limits: Default::default(),
@@ -308,19 +331,33 @@ impl World {
         }
     }
 
-    fn options(&self) -> StoreOptions {
+    /// A container for a step: [`CONTAINER`] three times in four.
+    fn pick_container(&mut self) -> &'static str {
+        match self.rng.chance(75) {
+            true => CONTAINER,
+            false => CONTAINERS[1],
+        }
+    }
+
+    fn options(&self, region: usize) -> StoreOptions {
         let mut o = StoreOptions::new()
             .clock_source(sim_now)
             .incarnation_source(sim_incarnation)
             .durability(Durability::Deferred);
         if let Some(h) = &self.cfg.host {
-            o = o.resolver_host(h.clone());
+            o = match self.cfg.watchdog {
+                true => o.resolver_host(Arc::new(Watchdog {
+                    inner: h.clone(),
+                    region: region as u64,
+                })),
+                false => o.resolver_host(h.clone()),
+            };
         }
         o
     }
 
     fn open(&mut self, i: usize) -> Result<(), Error> {
-        let opts = self.options();
+        let opts = self.options(i);
         let r = &mut self.regions[i];
         r.store = Some(match &r.dir {
             Some(d) => Store::open(d, &r.name, opts)?,
@@ -372,6 +409,7 @@ impl World {
         let i = self.rng.below(self.regions.len() as u64) as usize;
         self.at(i);
         let db = *self.rng.pick(&DATABASES);
+        let container = self.pick_container();
         let id = *self.rng.pick(&IDS);
         let pk = *self.rng.pick(&PKS);
         let body = match &self.cfg.bodies {
@@ -390,7 +428,7 @@ impl World {
         let if_match = if self.rng.chance(20) {
             let current = self
                 .store(i)
-                .read_item(db, CONTAINER, &PartitionKey::from(pk), id);
+                .read_item(db, container, &PartitionKey::from(pk), id);
             match current {
                 Ok(item) if self.rng.chance(80) => Some(item.etag),
                 _ => Some("\"0000000000000000\"".to_owned()),
@@ -413,9 +451,9 @@ impl World {
             },
         };
         let desc = format!("{op:?}");
-        let out = self.store(i).write(db, CONTAINER, op);
+        let out = self.store(i).write(db, container, op);
         self.log(format!(
-            "t={} {} write {db} {desc} -> {:?}",
+            "t={} {} write {db}/{container} {desc} -> {:?}",
             self.time,
             self.regions[i].name,
             out.as_ref().map(|_| "ok")
@@ -555,16 +593,19 @@ impl World {
         Ok(())
     }
 
-    /// A policy change in a random region: the LWW path under LWW; under a custom policy with
+    /// A policy change of a random container in a random region: under LWW and manual runs,
+    /// LWW on `/_ts` or `/n`, or manual; under a custom policy with
     /// [`SimConfig::mode_changes`], any of custom (default or smaller fuel), manual and LWW.
     fn step_policy(&mut self) -> Result<(), Error> {
+        let container = self.pick_container();
         let policy = match &self.cfg.policy {
-            SimPolicy::Lww => {
-                let path = if self.rng.chance(50) { "/_ts" } else { "/n" };
-                ConflictPolicy::Lww { path: path.into() }
-            }
+            SimPolicy::Lww | SimPolicy::Manual => match self.rng.below(3) {
+                0 => ConflictPolicy::default(),
+                1 => ConflictPolicy::Lww { path: "/n".into() },
+                _ => ConflictPolicy::Manual,
+            },
             SimPolicy::Custom(name) if self.cfg.mode_changes => match self.rng.below(4) {
-                0 => self.initial_policy(),
+                0 => self.initial_policy(CONTAINER),
                 1 => ConflictPolicy::Custom {
                     resolver: name.clone(),
                     hash: None,
@@ -583,9 +624,9 @@ impl World {
         self.at(i);
         let out = self
             .store(i)
-            .put_container(db, CONTAINER, PK_PATH, policy.clone());
+            .put_container(db, container, PK_PATH, policy.clone());
         self.log(format!(
-            "{} sets {db} {policy:?}: {:?}",
+            "{} sets {db}/{container} {policy:?}: {:?}",
             self.regions[i].name,
             out.as_ref().map(|r| r.1)
         ));
@@ -602,22 +643,23 @@ impl World {
         }
         let i = self.rng.below(self.regions.len() as u64) as usize;
         let db = *self.rng.pick(&DATABASES);
+        let container = self.pick_container();
         self.at(i);
-        match self.store(i).drop_container(db, CONTAINER) {
+        match self.store(i).drop_container(db, container) {
             Ok(()) | Err(Error::UnknownContainer { .. }) => {}
             Err(e) => return Err(e),
         }
         self.report.drops += 1;
-        let policy = self.initial_policy();
+        let policy = self.initial_policy(container);
         let def = self
             .store(i)
-            .put_container(db, CONTAINER, PK_PATH, policy)?;
+            .put_container(db, container, PK_PATH, policy)?;
         self.log(format!(
-            "{} drops and re-creates {db}: {:?}",
+            "{} drops and re-creates {db}/{container}: {:?}",
             self.regions[i].name, def.0.creation_id
         ));
         // Resolvers belong to a creation: the new one needs its module uploaded again.
-        self.upload(i, db, 0)
+        self.upload(i, db, container, 0)
     }
 
     /// Heals every link and pulls between all pairs until nothing new arrives.
@@ -670,5 +712,39 @@ impl World {
             }
         }
         Err("full exchange did not quiesce in 20 rounds".into())
+    }
+}
+
+/// The simulated watchdog of [`SimConfig::watchdog`]: it stops a third of the calls made under
+/// a region's writer, chosen by the region and the request, and lets the retry (which sets no
+/// limit) through to the host.
+struct Watchdog {
+    inner: Arc<dyn ResolverHost>,
+    region: u64,
+}
+
+impl ResolverHost for Watchdog {
+    fn resolve(&self, request: &crate::ResolveRequest<'_>) -> crate::Outcome {
+        self.inner.resolve(request)
+    }
+
+    fn resolve_within(
+        &self,
+        request: &crate::ResolveRequest<'_>,
+        limit: std::time::Duration,
+    ) -> crate::Outcome {
+        let mut r = Rng::new(self.region);
+        let mut h = r.next_u64();
+        for v in request.versions {
+            h = Rng::new(h ^ v.timestamp ^ (u64::from(v.logical) << 48)).next_u64();
+        }
+        match h % 3 {
+            0 => crate::Outcome::Interrupted,
+            _ => self.inner.resolve_within(request, limit),
+        }
+    }
+
+    fn load(&self, module: &[u8]) -> Result<String, String> {
+        self.inner.load(module)
     }
 }

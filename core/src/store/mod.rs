@@ -28,6 +28,7 @@ pub(crate) fn parse_def_body(body: &str) -> Result<crate::model::ContainerDef> {
     defs::parse_def(body)
 }
 pub use items::{Item, WriteOp, WriteOutcome};
+pub(crate) use tx::etag_string;
 
 /// Name of the database file inside a data directory.
 pub const STORE_FILE: &str = "converge.redb";

@@ -237,6 +237,12 @@ impl Store {
         Ok(hash)
     }
 
+    /// Whether this region holds the module with content hash `hash` (every module version
+    /// that reached it, from any container, is kept by hash).
+    pub fn holds_module(&self, hash: &str) -> Result<bool> {
+        self.read_tx(|kv, _| holds_module(kv, hash))
+    }
+
     /// The resolvers installed in a container's current creation: (name, content hash),
     /// sorted by name.
     pub fn resolvers(&self, database: &str, container: &str) -> Result<Vec<(String, String)>> {
