@@ -114,6 +114,13 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
             .into_response();
         }
     }
+    if let Some(bad) = bad_escape(request.uri().path()) {
+        state.metrics.error(400);
+        return ApiError::bad_request(format!(
+            "the path does not decode: `{bad}` is not a percent-encoded byte (`%` and two hex digits)"
+        ))
+        .into_response();
+    }
     let response = next.run(request).await;
     let status = response.status();
     if status.as_u16() < 400 {
@@ -142,6 +149,20 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         text
     };
     ApiError::new(status, message).into_response()
+}
+
+/// The first `%` escape of `path` that is not `%` and two hex digits (the router would take
+/// it literally), with what follows it.
+fn bad_escape(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    let at = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'%'
+            && !bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })?;
+    let end = (at + 3).min(path.len());
+    Some(path.get(at..end).unwrap_or(&path[at..]))
 }
 
 /// Compares keys in time independent of where they differ.

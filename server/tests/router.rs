@@ -86,3 +86,53 @@ async fn a_body_over_the_limit_without_a_length_is_refused_while_read() {
     let listed = store.list_items("db", "c", None, None, 10).expect("list");
     assert!(listed.items.is_empty());
 }
+
+/// A path whose `%` is not followed by two hex digits is a 400, on every route, and creates
+/// nothing (the router would otherwise take `%ZZ` literally as a name).
+#[tokio::test]
+async fn a_bad_percent_escape_in_the_path_is_refused() {
+    let (store, state) = region_with_container();
+    for (method, uri) in [
+        ("PUT", "/dbs/db/colls/%ZZ"),
+        ("PUT", "/dbs/db/colls/%"),
+        ("PUT", "/dbs/db/colls/a%2"),
+        ("GET", "/dbs/%ZZ/colls/c"),
+        ("GET", "/dbs/db/colls/c/docs/x%g1"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"partitionKey": {"paths": ["/pk"]}}"#))
+            .expect("request");
+        let resp = router(state.clone())
+            .oneshot(request)
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{method} {uri}");
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let error: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(error["code"], "BadRequest", "{method} {uri}");
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("percent")),
+            "{error}"
+        );
+    }
+    let names: Vec<String> = store
+        .containers("db")
+        .expect("containers")
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["c"]);
+    // A good escape still decodes.
+    let request = Request::get("/dbs/db/colls/%63")
+        .body(Body::empty())
+        .expect("request");
+    let resp = router(state).oneshot(request).await.expect("answer");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
