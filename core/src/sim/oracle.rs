@@ -154,6 +154,8 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
         .map(|d| (d.creation_id, d))
         .collect();
     let mut in_conflict = 0;
+    // Per active creation: the siblings its items do not show (a manual policy records each).
+    let mut not_shown: BTreeMap<CreationId, usize> = BTreeMap::new();
     for ((cid, key), versions) in &by_item {
         if *cid != SYSTEM_CREATION && dropped.contains(cid) {
             continue;
@@ -205,8 +207,9 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
         }
         if let Some(def) = active.get(cid) {
             in_conflict += usize::from(state.siblings.len() > 1);
+            *not_shown.entry(*cid).or_default() += state.siblings.len().saturating_sub(1);
             let records = &o0[&(def.database.as_str(), def.name.as_str())];
-            recompute(world, def, key, &state.siblings, &all, records)?;
+            recompute(world, def, key, &state.siblings, versions, records)?;
         }
     }
     // Independently of the recomputation: LWW leaves nothing in the feed, and manual records
@@ -222,11 +225,7 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
                 ));
             }
             ConflictPolicy::Manual => {
-                let mut expected = 0;
-                for ((cid, key), _) in by_item.iter().filter(|(k, _)| k.0 == def.creation_id) {
-                    let s = world.store(0).item_state(*cid, key).map_err(e)?;
-                    expected += s.map_or(0, |s| s.siblings.len().saturating_sub(1));
-                }
+                let expected = not_shown.get(&def.creation_id).copied().unwrap_or(0);
                 if mine != expected {
                     return Err(format!(
                         "manual {db}/{c}: {expected} non-visible siblings but {mine} open records"
@@ -243,7 +242,7 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
 }
 
 /// Resolves `key` of `def`'s creation again, with [`item::resolve`] over the siblings region 0
-/// keeps (bodies from the logs) and no watchdog, and checks that region 0 shows what it
+/// keeps (`dots`; bodies from `versions`, the item's versions in the logs) and no watchdog, and checks that region 0 shows what it
 /// returns: the same etag and `_ts` (or nothing), and exactly its open records with their
 /// reasons. Every region showing the same was checked before, so all of them match.
 fn recompute(
@@ -251,15 +250,15 @@ fn recompute(
     def: &ContainerDef,
     key: &ItemKey,
     dots: &[crate::causal::Dot],
-    all: &[Version],
+    versions: &[&Version],
     records: &BTreeSet<(CreationId, ItemKey, String, String)>,
 ) -> Fallible<()> {
     let store = world.store(0);
     let mut siblings = Vec::with_capacity(dots.len());
     for dot in dots {
-        let v = all
+        let v = versions
             .iter()
-            .find(|v| v.creation == def.creation_id && &v.dot == dot)
+            .find(|v| &v.dot == dot)
             .ok_or_else(|| format!("sibling {dot} of {key:?} is in no region's log"))?;
         siblings.push(Sibling {
             dot: dot.clone(),
