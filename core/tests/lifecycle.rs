@@ -313,6 +313,90 @@ fn a_re_created_container_is_live_whatever_drops_arrived() {
     );
 }
 
+/// Review finding: a late drop of a container's earlier creation, concurrent with a drop and
+/// re-creation in another region, won over the re-creation by deletes-win LWW on the
+/// definition item: the re-created container vanished everywhere, and a later `PUT`
+/// re-derived its creation id and brought back its items and resolvers.
+#[test]
+fn a_late_drop_of_an_earlier_creation_leaves_the_re_creation_live() {
+    let (a, b) = (sandboxed("a"), sandboxed("b"));
+    set_time(1);
+    a.put_container("db", "k", "/pk", ConflictPolicy::default())
+        .expect("create");
+    exchange(&[&a, &b]);
+    // Partitioned: a drops and re-creates k and writes into it; b drops k, later.
+    set_time(2);
+    a.drop_container("db", "k").expect("drop at a");
+    set_time(3);
+    let (def, created) = a
+        .put_container("db", "k", "/pk", custom("m"))
+        .expect("re-create at a");
+    assert!(created);
+    a.upsert_item("db", "k", serde_json::json!({"id": "after", "pk": "p"}))
+        .expect("write at a");
+    a.put_resolver("db", "k", "m", &pick(0))
+        .expect("upload at a");
+    set_time(4);
+    b.drop_container("db", "k").expect("drop at b");
+    exchange(&[&a, &b]);
+    for s in [&a, &b] {
+        let live = s.container("db", "k").expect("the re-creation is live");
+        assert_eq!(live.creation_id, def.creation_id);
+        assert_eq!(s.resolvers("db", "k").expect("resolvers").len(), 1);
+        assert!(
+            s.read_item("db", "k", &converge_core::PartitionKey::from("p"), "after")
+                .is_ok(),
+            "the re-creation's item shows"
+        );
+    }
+    assert_eq!(a.container("db", "k").ok(), b.container("db", "k").ok());
+}
+
+/// Found by the simulation once drops could stay: a region that had the re-creation (relayed
+/// ahead of the drop it follows) and its own later change of the old creation showed the old
+/// one by LWW and changed its policy again; that version covered the re-creation, and once the
+/// drop arrived nothing was left. Among live definitions the highest epoch shows.
+#[test]
+fn a_re_creation_relayed_ahead_of_its_drop_shows_and_takes_the_changes() {
+    let (a, b) = (sandboxed("a"), sandboxed("b"));
+    set_time(1);
+    a.put_container("db", "k", "/pk", ConflictPolicy::default())
+        .expect("create");
+    exchange(&[&a, &b]);
+    set_time(2);
+    a.drop_container("db", "k").expect("drop at a");
+    let (def, _) = a
+        .put_container("db", "k", "/pk", ConflictPolicy::default())
+        .expect("re-create at a");
+    set_time(3);
+    b.put_container("db", "k", "/pk", ConflictPolicy::Manual)
+        .expect("b changes the creation it knows");
+    // The re-creation reaches b ahead of the drop.
+    let recreation = common::everything(&a)
+        .versions
+        .into_iter()
+        .rfind(|v| !v.deleted && v.key.id == "k")
+        .expect("the re-creation");
+    b.apply_versions(&[recreation]).expect("apply");
+    assert_eq!(
+        b.container("db", "k").expect("live").creation_id,
+        def.creation_id,
+        "the higher epoch shows"
+    );
+    set_time(4);
+    b.put_container("db", "k", "/pk", ConflictPolicy::Lww { path: "/n".into() })
+        .expect("b changes the policy");
+    exchange(&[&a, &b]);
+    for s in [&a, &b] {
+        let live = s.container("db", "k").expect("the re-creation is live");
+        assert_eq!(live.creation_id, def.creation_id);
+        assert_eq!(
+            live.conflict_resolution_policy,
+            ConflictPolicy::Lww { path: "/n".into() }
+        );
+    }
+}
+
 /// A resolver that loops until its fuel runs out.
 fn looping() -> Vec<u8> {
     wat::parse_str(

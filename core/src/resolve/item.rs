@@ -29,7 +29,9 @@ pub struct Sibling<'a> {
 /// What decides an item's siblings.
 #[derive(Clone, Copy, Debug)]
 pub enum Definition<'a> {
-    /// The system container of definitions and resolvers: LWW on `/_ts`, no feed.
+    /// The system container of definitions and resolvers: no feed; live siblings before
+    /// tombstones (a drop shows only when no live sibling is left), then the highest epoch,
+    /// then LWW on `/_ts`.
     System,
     /// The container's visible definition, and the content hash of the module it runs when
     /// this region holds that module.
@@ -131,11 +133,12 @@ fn order_path<'d>(definition: &Definition<'d>) -> &'d str {
 }
 
 /// Whether resolving `n` siblings under `definition` reads their bodies (an LWW order on a
-/// path other than `/_ts`, or a custom policy). Bodies live in the log; the store reads them
-/// only then.
+/// path other than `/_ts`, a custom policy, or the system container, whose definitions order
+/// by epoch). Bodies live in the log; the store reads them only then.
 pub fn needs_bodies(definition: &Definition<'_>, n: usize) -> bool {
     n > 1
         && match definition {
+            Definition::System => true,
             Definition::Active { def, .. } => {
                 order_path(definition) != "/_ts"
                     || matches!(
@@ -255,7 +258,20 @@ pub fn resolve(
     if siblings.is_empty() {
         return hidden(Outcome::Pick(0));
     }
-    let order = canonical(siblings, order_path(definition));
+    let mut order = canonical(siblings, order_path(definition));
+    if def.is_none() {
+        // A drop tombstone names the creation it drops, and the store removes live definitions
+        // of dropped creations from the siblings: a live sibling left is a creation no drop
+        // names (a re-creation, say), which a concurrent drop of an earlier creation must not
+        // hide. Tombstones show only when no live sibling is left. Among live definitions the
+        // highest epoch wins: a creation of epoch e is made only by a region that knew a
+        // creation of epoch e - 1 dropped, so a region that has not learnt of that drop yet
+        // still shows (and changes) the re-creation, never the creation it replaced.
+        order.sort_by_key(|&i| {
+            let s = &siblings[i];
+            (s.deleted, std::cmp::Reverse(s.body.map_or(0, epoch_of)))
+        });
+    }
     let finish = |outcome| shown_by(creation, key, siblings, &order, outcome);
     let outcome = match def {
         Some(d) if siblings.len() > 1 => {
@@ -388,6 +404,16 @@ fn hash_dot(h: &mut Xxh3, d: &Dot) {
     h.update(d.region.as_str().as_bytes());
     h.update(&d.incarnation.0.to_le_bytes());
     h.update(&d.counter.to_le_bytes());
+}
+
+/// The epoch a definition's body names (0 for other bodies of the system container).
+fn epoch_of(body: &str) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Epoch {
+        #[serde(default)]
+        epoch: u64,
+    }
+    serde_json::from_str::<Epoch>(body).map_or(0, |e| e.epoch)
 }
 
 /// The body as a resolver sees it: with `_ts`, the version's own seconds.

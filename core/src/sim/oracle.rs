@@ -139,6 +139,33 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
         })
         .map(|d| d.creation_id)
         .collect();
+    // A container shows exactly when some creation of it was made and never dropped, and then
+    // shows one of those: a drop takes only the creation it names, never a re-creation it did
+    // not see.
+    for db in DATABASES {
+        for c in CONTAINERS {
+            let live: BTreeSet<CreationId> = all
+                .iter()
+                .filter(|v| v.creation == SYSTEM_CREATION && !v.deleted)
+                .filter(|v| v.key == crate::store::def_key(db, c))
+                .filter_map(|v| v.body.as_deref())
+                .filter_map(|b| crate::store::parse_def_body(b).ok())
+                .map(|d| d.creation_id)
+                .filter(|cid| !dropped.contains(cid))
+                .collect();
+            let shows = defs0
+                .iter()
+                .find(|d| d.database == db && d.name == c)
+                .map(|d| d.creation_id);
+            let expected = !live.is_empty();
+            if shows.is_some() != expected || shows.is_some_and(|cid| !live.contains(&cid)) {
+                return Err(format!(
+                    "{db}/{c} shows creation {shows:?}, but the creations made and never \
+                     dropped are {live:?}"
+                ));
+            }
+        }
+    }
     let mut by_item: BTreeMap<(CreationId, ItemKey), Vec<&Version>> = BTreeMap::new();
     for v in &all {
         by_item

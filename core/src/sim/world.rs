@@ -650,6 +650,12 @@ impl World {
             Err(e) => return Err(e),
         }
         self.report.drops += 1;
+        // A third of the drops stay: a later policy change re-creates the container, in any
+        // region, concurrently with drops elsewhere of the creation it replaced or not.
+        if self.rng.below(3) == 0 {
+            self.log(format!("{} drops {db}/{container}", self.regions[i].name));
+            return Ok(());
+        }
         let policy = self.initial_policy(container);
         let def = self
             .store(i)

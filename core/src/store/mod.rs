@@ -27,6 +27,7 @@ pub use feeds::{ApplyReport, ItemState};
 pub(crate) fn parse_def_body(body: &str) -> Result<crate::model::ContainerDef> {
     defs::parse_def(body)
 }
+pub(crate) use defs::def_key;
 pub use items::{Item, WriteOp, WriteOutcome};
 pub(crate) use tx::etag_string;
 
