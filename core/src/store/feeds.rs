@@ -159,11 +159,7 @@ impl Store {
     /// has restarted since the cursor was issued, reading resumes from where the later
     /// incarnations began if that is earlier, so nothing is skipped.
     pub fn read_log(&self, since: Cursor, max: usize) -> Result<Batch> {
-        let durable = self
-            .writer
-            .lock()
-            .map(|w| w.durable_lsn)
-            .map_err(|_| Error::Storage("writer lock poisoned".into()))?;
+        let durable = self.durable_lsn.load(std::sync::atomic::Ordering::Acquire);
         self.read_tx(|kv, actors| {
             let mut from = since.lsn;
             if since.incarnation != self.incarnation {

@@ -3,6 +3,7 @@
 mod backend;
 pub(crate) mod codec;
 mod containers;
+mod credit;
 mod def_cache;
 mod defs;
 mod feeds;
@@ -19,6 +20,7 @@ use codec::{ActorId, STORE_FORMAT, decode, encode};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use feeds::{ApplyReport, ItemState};
@@ -194,7 +196,8 @@ impl WriterState {
 struct Writer_ {
     state: WriterState,
     clock: Clock,
-    durable_lsn: u64,
+    /// Resolver time the writer may still spend (see credit.rs).
+    credit: credit::ResolverCredit,
 }
 
 /// Region incarnations interned to small ids, so item records stay small.
@@ -213,6 +216,12 @@ pub struct Store {
     region: RegionId,
     incarnation: Incarnation,
     writer: Mutex<Writer_>,
+    /// The last log position a reader may return (committed durably); read without the
+    /// writer, so peers pulling never wait for a transaction.
+    durable_lsn: AtomicU64,
+    /// Threads waiting for the writer: while any does, resolver calls are put off to the
+    /// retry rather than made under the writer.
+    writers_waiting: AtomicUsize,
     actors: RwLock<Actors>,
     group: group::GroupCommit,
     def_cache: RwLock<def_cache::DefCache>,
@@ -366,8 +375,10 @@ impl Store {
             writer: Mutex::new(Writer_ {
                 state,
                 clock,
-                durable_lsn,
+                credit: credit::ResolverCredit::new(),
             }),
+            durable_lsn: AtomicU64::new(durable_lsn),
+            writers_waiting: AtomicUsize::new(0),
             actors: RwLock::new(actors),
             group: group::GroupCommit::default(),
             def_cache: RwLock::new(def_cache::DefCache::default()),
@@ -391,6 +402,17 @@ impl Store {
     /// The incarnation this open took.
     pub fn incarnation(&self) -> Incarnation {
         self.incarnation
+    }
+
+    /// All wall-clock time spent in custom resolver calls while the writer was held, since
+    /// the store opened. Sustained, it stays under a tenth of the time: past that, conflicts
+    /// are put off to [`retry_interrupted`](Self::retry_interrupted), which calls resolvers
+    /// without the writer (as it does while writes wait for the writer).
+    pub fn resolver_time_in_writer(&self) -> Result<std::time::Duration> {
+        self.writer
+            .lock()
+            .map(|w| w.credit.spent())
+            .map_err(|_| Error::Storage("writer lock poisoned".into()))
     }
 
     /// The region's counters.
@@ -465,12 +487,19 @@ impl Store {
         self.write_tx(Sync::Durable, |_| Ok(()))
     }
 
+    /// Whether a thread waits for the writer.
+    fn writers_waiting(&self) -> bool {
+        self.writers_waiting.load(Ordering::Relaxed) > 0
+    }
+
     /// Runs `f` in one write transaction with the writer lock held.
     fn write_tx<R>(&self, sync: Sync, f: impl FnOnce(&mut tx::Tx<'_>) -> Result<R>) -> Result<R> {
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| Error::Storage("writer lock poisoned".into()))?;
+        self.writers_waiting.fetch_add(1, Ordering::Relaxed);
+        let w = self.writer.lock();
+        self.writers_waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut w = w.map_err(|_| Error::Storage("writer lock poisoned".into()))?;
+        let credit = w.credit.refill(std::time::Instant::now());
+        let mut resolver_time = std::time::Duration::ZERO;
         let saved = w.state.clone();
         let saved_clock = w.clock.clone();
         let mut new_actors = Vec::new();
@@ -489,13 +518,18 @@ impl Store {
                     &mut w.clock,
                     &actors,
                     &mut new_actors,
+                    credit,
                 );
-                let r = f(&mut t)?;
+                let r = f(&mut t);
+                resolver_time = t.resolver_time();
+                let r = r?;
                 t.finish()?;
                 defs_changed = t.defs_changed();
                 Ok(r)
             })
         };
+        // Resolver time is spent whether or not the transaction commits.
+        w.credit.spend(resolver_time);
         match out {
             Ok(r) => {
                 if defs_changed {
@@ -514,7 +548,8 @@ impl Store {
                     }
                 }
                 if sync == Sync::Durable || matches!(self.backend, Backend::Memory(_)) {
-                    w.durable_lsn = w.state.next_lsn - 1;
+                    self.durable_lsn
+                        .store(w.state.next_lsn - 1, Ordering::Release);
                 }
                 Ok(r)
             }

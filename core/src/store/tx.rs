@@ -32,19 +32,18 @@ pub(crate) struct Tx<'a> {
     last_writer: Option<(Writer, ActorId)>,
     /// Whether a system-container version (a definition) was applied.
     defs_changed: bool,
-    /// Wall-clock time spent in custom resolver calls (see [`IN_WRITER_BUDGET`]).
+    /// Wall-clock time spent in custom resolver calls.
     resolver_time: std::time::Duration,
+    /// The resolver time this transaction may spend: the writer's credit (credit.rs).
+    resolver_credit: std::time::Duration,
     /// The module each creation runs, if held here (see [`Tx::module_for`]).
     modules: HashMap<CreationId, Option<String>>,
 }
 
 /// A custom resolver call made while the writer is held may run this long before it is
-/// stopped and retried without the writer ([`Store::retry_interrupted`]).
-const IN_WRITER_CALL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Resolver time one transaction may spend; past it, custom conflicts are put off to the
-/// retry, so no batch or local write holds the writer long for resolvers.
-const IN_WRITER_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
+/// stopped and retried without the writer ([`Store::retry_interrupted`]); a write that arrives
+/// as such a call starts waits at most about this long for it.
+const IN_WRITER_CALL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The owned inputs of one item's resolution, read from the store.
 pub(super) struct Inputs {
@@ -138,6 +137,7 @@ impl<'a> Tx<'a> {
         clock: &'a mut Clock,
         actors: &'a Actors,
         new_actors: &'a mut Vec<Writer>,
+        resolver_credit: std::time::Duration,
     ) -> Self {
         Tx {
             store,
@@ -150,8 +150,14 @@ impl<'a> Tx<'a> {
             last_writer: None,
             defs_changed: false,
             resolver_time: std::time::Duration::ZERO,
+            resolver_credit,
             modules: HashMap::new(),
         }
+    }
+
+    /// Wall-clock time this transaction spent in custom resolver calls.
+    pub(super) fn resolver_time(&self) -> std::time::Duration {
+        self.resolver_time
     }
 
     pub(super) fn defs_changed(&self) -> bool {
@@ -689,7 +695,15 @@ impl<'a> Tx<'a> {
                 item::Decider::Decided(outcome)
             }
             // Changed since the outcome was computed: resolved as any refresh is.
-            _ if self.resolver_time >= IN_WRITER_BUDGET => item::Decider::Later,
+            // Past the writer's credit, or while other writes wait for the writer, the call
+            // is put off to the retry, which makes it without the writer.
+            // A call is made only when the credit left covers its whole limit, so the watchdog's
+            // granularity cannot make many short, doomed calls out of a small credit.
+            _ if self.resolver_time + IN_WRITER_CALL > self.resolver_credit
+                || self.store.writers_waiting() =>
+            {
+                item::Decider::Later
+            }
             _ => item::Decider::Host(&*self.store.options.host, Some(IN_WRITER_CALL)),
         };
         let started = std::time::Instant::now();
