@@ -294,20 +294,7 @@ fn recompute(
             body: v.body.as_deref(),
         });
     }
-    let module = match &def.conflict_resolution_policy {
-        ConflictPolicy::Custom { hash: Some(h), .. } => Some(h.clone()),
-        ConflictPolicy::Custom { resolver, .. } => store
-            .resolvers(&def.database, &def.name)
-            .map_err(e)?
-            .into_iter()
-            .find(|(name, _)| name == resolver)
-            .map(|(_, hash)| hash),
-        _ => None,
-    };
-    let module = match module {
-        Some(h) if store.holds_module(&h).map_err(e)? => Some(h),
-        _ => None,
-    };
+    let module = store.held_module_of(def).map_err(e)?;
     let host: &dyn ResolverHost = match &world.cfg.host {
         Some(h) => &**h,
         None => &NoResolvers,

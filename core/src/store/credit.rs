@@ -51,9 +51,48 @@ impl ResolverCredit {
     }
 }
 
+/// How long a module whose call ran past the in-writer limit is called only by the retry.
+const SLOW_FOR: Duration = Duration::from_secs(10);
+
+/// Modules recently seen slow: a call under the writer ran (about) to its limit, or a retry's
+/// call took at least that long. Their conflicts go to the retry at once, so the writer does
+/// not spend a call's limit on each of them only to stop it. Which calls are made under the
+/// writer never changes an outcome, only when it is committed.
+#[derive(Debug, Default)]
+pub(super) struct SlowModules(std::sync::Mutex<std::collections::HashMap<String, Instant>>);
+
+impl SlowModules {
+    /// Whether module `hash` was seen slow within [`SLOW_FOR`] before `now`.
+    pub(super) fn is_slow(&self, hash: &str, now: Instant) -> bool {
+        self.0
+            .lock()
+            .map(|m| m.get(hash).is_some_and(|until| now < *until))
+            .unwrap_or(false)
+    }
+
+    /// Notes that a call of module `hash` was slow at `now`.
+    pub(super) fn mark(&self, hash: &str, now: Instant) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|_, until| now < *until);
+            m.insert(hash.to_owned(), now + SLOW_FOR);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_module_is_put_off_for_a_while() {
+        let slow = SlowModules::default();
+        let t0 = Instant::now();
+        assert!(!slow.is_slow("h", t0));
+        slow.mark("h", t0);
+        assert!(slow.is_slow("h", t0 + Duration::from_secs(1)));
+        assert!(!slow.is_slow("other", t0));
+        assert!(!slow.is_slow("h", t0 + SLOW_FOR), "then tried again");
+    }
 
     #[test]
     fn the_credit_drains_and_comes_back_at_a_tenth_of_the_time() {

@@ -222,6 +222,8 @@ pub struct Store {
     /// Threads waiting for the writer: while any does, resolver calls are put off to the
     /// retry rather than made under the writer.
     writers_waiting: AtomicUsize,
+    /// Modules recently slow, whose calls only the retry makes (see credit.rs).
+    slow_modules: credit::SlowModules,
     actors: RwLock<Actors>,
     group: group::GroupCommit,
     def_cache: RwLock<def_cache::DefCache>,
@@ -379,6 +381,7 @@ impl Store {
             }),
             durable_lsn: AtomicU64::new(durable_lsn),
             writers_waiting: AtomicUsize::new(0),
+            slow_modules: credit::SlowModules::default(),
             actors: RwLock::new(actors),
             group: group::GroupCommit::default(),
             def_cache: RwLock::new(def_cache::DefCache::default()),
@@ -473,8 +476,14 @@ impl Store {
             let siblings = inputs.siblings();
             let conflict = crate::resolve::item::conflict_key(&definition, &key, &siblings);
             let decider = crate::resolve::item::Decider::Host(&*self.options.host, None);
+            let started = std::time::Instant::now();
             let outcome =
                 crate::resolve::item::resolve(&definition, cid, &key, &siblings, decider).outcome;
+            if let Some(hash) = inputs.module()
+                && started.elapsed() >= tx::IN_WRITER_CALL
+            {
+                self.slow_modules.mark(hash, std::time::Instant::now());
+            }
             self.write_tx(self.commit_sync(), |tx| {
                 tx.commit_decided(ik, conflict, outcome)
             })?;

@@ -237,10 +237,10 @@ impl Store {
         Ok(hash)
     }
 
-    /// Whether this region holds the module with content hash `hash` (every module version
-    /// that reached it, from any container, is kept by hash).
-    pub fn holds_module(&self, hash: &str) -> Result<bool> {
-        self.read_tx(|kv, _| holds_module(kv, hash))
+    /// The content hash of the module `def` runs, if this region holds it (as a resolution
+    /// here would use it).
+    pub(crate) fn held_module_of(&self, def: &ContainerDef) -> Result<Option<String>> {
+        self.read_tx(|kv, _| held_module_of(kv, def))
     }
 
     /// The resolvers installed in a container's current creation: (name, content hash),

@@ -17,6 +17,7 @@ use crate::replicate::Version;
 use crate::resolve::{Outcome, item};
 use crate::{Error, Result};
 use std::collections::HashMap;
+use std::time::Instant;
 
 const SCAN_CHUNK: usize = 256;
 
@@ -43,7 +44,7 @@ pub(crate) struct Tx<'a> {
 /// A custom resolver call made while the writer is held may run this long before it is
 /// stopped and retried without the writer ([`Store::retry_interrupted`]); a write that arrives
 /// as such a call starts waits at most about this long for it.
-const IN_WRITER_CALL: std::time::Duration = std::time::Duration::from_millis(50);
+pub(super) const IN_WRITER_CALL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The owned inputs of one item's resolution, read from the store.
 pub(super) struct Inputs {
@@ -120,6 +121,11 @@ impl Inputs {
     pub(super) fn custom(&self) -> bool {
         matches!(&self.state, CidState::Active(d)
             if matches!(d.conflict_resolution_policy, ConflictPolicy::Custom { .. }))
+    }
+
+    /// The content hash of the module the item's definition runs, if held here.
+    pub(super) fn module(&self) -> Option<&str> {
+        self.module.as_deref()
     }
 
     /// Whether the item is in conflict under a custom policy: the case a resolver is called
@@ -699,17 +705,28 @@ impl<'a> Tx<'a> {
             // is put off to the retry, which makes it without the writer.
             // A call is made only when the credit left covers its whole limit, so the watchdog's
             // granularity cannot make many short, doomed calls out of a small credit.
+            // Nor is a module called here that was slow a moment ago.
             _ if self.resolver_time + IN_WRITER_CALL > self.resolver_credit
-                || self.store.writers_waiting() =>
+                || self.store.writers_waiting()
+                || inputs
+                    .module()
+                    .is_some_and(|h| self.store.slow_modules.is_slow(h, Instant::now())) =>
             {
                 item::Decider::Later
             }
             _ => item::Decider::Host(&*self.store.options.host, Some(IN_WRITER_CALL)),
         };
-        let started = std::time::Instant::now();
+        let called = matches!(decider, item::Decider::Host(..)) && inputs.custom_conflict();
+        let started = Instant::now();
         let res = item::resolve(&definition, cid, key, &siblings, decider);
-        if inputs.custom_conflict() && !retrying {
-            self.resolver_time += started.elapsed();
+        if called {
+            let took = started.elapsed();
+            self.resolver_time += took;
+            // The watchdog's ticks may stop a call up to one tick before its limit.
+            let slow = took + crate::udf::WATCHDOG_TICK >= IN_WRITER_CALL;
+            if let Some(h) = inputs.module().filter(|_| slow) {
+                self.store.slow_modules.mark(h, Instant::now());
+            }
         }
         for &i in &res.contributors {
             rec.siblings[i].shown = true;

@@ -8,6 +8,7 @@ mod host;
 mod module;
 
 pub use call::{CallReport, CallTimings, MAX_LOG_BYTES};
+pub(crate) use engine::WATCHDOG_TICK;
 pub use engine::{
     EngineFingerprint, MAX_MEMORY_LIMIT, MAX_STACK_LIMIT, effective_stack, engine_count,
 };
