@@ -133,6 +133,84 @@ fn partitions_made_by_stopping_regions_heal_and_a_chain_relays() {
     assert_eq!(listed.len(), 2);
 }
 
+/// Review finding (issue 10), with real processes: west drops and re-creates a container and
+/// writes into it while east, cut off, drops the earlier creation. Once linked, the
+/// re-creation, its item and its resolver show in every region (east's late drop used to win
+/// on the definition by deletes-win LWW and hide the container everywhere).
+#[test]
+fn a_late_drop_of_the_earlier_creation_leaves_a_re_creation_live_everywhere() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut regions = mesh(root.path());
+    let a = agent();
+    container(&a, &regions[0], "k", json!({"mode": "lww"}));
+    for r in &regions {
+        wait_for(&a, &format!("{}/dbs/db/colls/k", r.url()));
+    }
+    for r in regions.iter_mut() {
+        r.stop();
+    }
+    regions[0].start();
+    let west = regions[0].url();
+    assert_eq!(
+        answer(a.delete(format!("{west}/dbs/db/colls/k")).call()).0,
+        204
+    );
+    container(
+        &a,
+        &regions[0],
+        "k",
+        json!({"mode": "custom", "resolver": "m"}),
+    );
+    let (_, def) = get(&a, &format!("{west}/dbs/db/colls/k"));
+    assert_eq!(
+        upsert(&a, &regions[0], "k", &json!({"id": "after", "pk": "p"})),
+        201
+    );
+    let (s, v) = answer(
+        a.put(format!("{west}/dbs/db/colls/k/resolvers/m"))
+            .content_type("application/wasm")
+            .send(converge_udf_examples::HIGHEST_VERSION),
+    );
+    assert_eq!(s, 201, "{v}");
+    regions[0].stop();
+    regions[1].start();
+    let east = regions[1].url();
+    assert_eq!(
+        answer(a.delete(format!("{east}/dbs/db/colls/k")).call()).0,
+        204
+    );
+    regions[1].stop();
+    for r in regions.iter_mut() {
+        r.start();
+    }
+    // Until every region has both drops and the re-creation, one may show no container.
+    let start = std::time::Instant::now();
+    for r in &regions {
+        while get(&a, &format!("{}/dbs/db/colls/k", r.url())).1["creationId"] != def["creationId"] {
+            assert!(
+                start.elapsed() < LIMIT,
+                "{} never showed the re-creation",
+                r.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let listed = converge(&a, &[&regions[0], &regions[1], &regions[2]], "k", LIMIT);
+    assert_eq!(listed.len(), 1, "the re-creation's item shows: {listed:?}");
+    for r in &regions {
+        let (s, shown) = get(&a, &format!("{}/dbs/db/colls/k", r.url()));
+        assert_eq!(s, 200, "{} shows the re-creation", r.name);
+        assert_eq!(shown["creationId"], def["creationId"], "{}", r.name);
+        let (_, list) = get(&a, &format!("{}/dbs/db/colls/k/resolvers", r.url()));
+        assert_eq!(
+            list["resolvers"].as_array().map(Vec::len),
+            Some(1),
+            "{}: {list}",
+            r.name
+        );
+    }
+}
+
 #[test]
 fn kill_9_under_write_load_loses_no_acknowledged_write() {
     let root = tempfile::tempdir().expect("dir");
