@@ -397,6 +397,97 @@ fn a_re_creation_relayed_ahead_of_its_drop_shows_and_takes_the_changes() {
     }
 }
 
+/// Regions `a` and `b` each create `db/k`, `a` on `/pk` with item `ia`, `b` on `/q` (later,
+/// so it wins) with item `ib`; region `c` has both.
+fn two_partition_keys() -> (Store, Store, Store) {
+    let (a, b, c) = (sandboxed("a"), sandboxed("b"), sandboxed("c"));
+    set_time(1);
+    a.put_container("db", "k", "/pk", ConflictPolicy::default())
+        .expect("a creates");
+    a.upsert_item("db", "k", serde_json::json!({"id": "ia", "pk": "p"}))
+        .expect("ia");
+    set_time(2);
+    b.put_container("db", "k", "/q", ConflictPolicy::default())
+        .expect("b creates");
+    b.upsert_item("db", "k", serde_json::json!({"id": "ib", "q": "p"}))
+        .expect("ib");
+    common::pull(&c, &a);
+    common::pull(&c, &b);
+    (a, b, c)
+}
+
+/// Review finding: a definition covered on arrival was ignored, so a region that received
+/// `c`'s policy change (which covers `a`'s creation on `/pk`) before `a`'s definition never
+/// learnt that creation: its item `ia` waited invisible instead of being a `container
+/// replaced` record, as in the region that received them in order, for good.
+#[test]
+fn a_definition_covered_on_arrival_still_makes_its_creation_known() {
+    let (_a, _b, c) = two_partition_keys();
+    assert_eq!(c.container("db", "k").expect("k").partition_key, "/q");
+    set_time(3);
+    c.put_container("db", "k", "/q", ConflictPolicy::Manual)
+        .expect("c changes the policy of the creation that won");
+    let in_order = sandboxed("d1");
+    in_order
+        .apply_versions(&common::everything(&c).versions)
+        .expect("in order");
+    // The policy change first, then everything else.
+    let mut versions = common::everything(&c).versions;
+    let change = versions
+        .iter()
+        .rposition(|v| v.key.id == "k" && !v.deleted)
+        .expect("the change");
+    let first = versions.remove(change);
+    let reordered = sandboxed("d2");
+    reordered
+        .apply_versions(&[first])
+        .expect("the change first");
+    reordered.apply_versions(&versions).expect("the rest");
+    let replaced = open_records(&c, "db", "k");
+    assert_eq!(replaced.len(), 1, "ia is a record at c: {replaced:?}");
+    assert_eq!(replaced[0].1, "container replaced");
+    for d in [&in_order, &reordered] {
+        assert_eq!(open_records(d, "db", "k"), replaced);
+    }
+    // And a region that hears of it only through the reordered one learns it too.
+    let relayed = sandboxed("e");
+    common::pull(&relayed, &reordered);
+    assert_eq!(open_records(&relayed, "db", "k"), replaced);
+}
+
+/// Review finding: a drop named only the visible creation, so a concurrent creation with
+/// another partition key path that had lost to it stayed, as `container replaced` records
+/// that showed again in the feed of a re-created container. A drop takes every creation the
+/// region shows a live definition of.
+#[test]
+fn a_drop_takes_the_concurrent_creation_that_lost() {
+    let (a, b, c) = two_partition_keys();
+    set_time(3);
+    c.drop_container("db", "k").expect("drop at c");
+    exchange(&[&a, &b, &c]);
+    for s in [&a, &b, &c] {
+        assert!(s.container("db", "k").is_err(), "dropped");
+    }
+    set_time(4);
+    let (def, created) = b
+        .put_container("db", "k", "/pk", ConflictPolicy::default())
+        .expect("re-create");
+    assert!(created);
+    exchange(&[&a, &b, &c]);
+    for s in [&a, &b, &c] {
+        assert_eq!(s.container("db", "k").expect("live"), def);
+        assert_eq!(
+            open_records(s, "db", "k"),
+            vec![],
+            "nothing of the old creations"
+        );
+        assert!(
+            s.read_item("db", "k", &converge_core::PartitionKey::from("p"), "ia")
+                .is_err()
+        );
+    }
+}
+
 /// A resolver that loops until its fuel runs out.
 fn looping() -> Vec<u8> {
     wat::parse_str(

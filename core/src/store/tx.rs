@@ -365,6 +365,14 @@ impl<'a> Tx<'a> {
                 let lsn = self.log_version(v, actor, &vctx)?;
                 return self.apply_definition(v, &ik, rec, lsn).map(Some);
             }
+            // Likewise a definition of a creation new here, covered on arrival: the creation
+            // becomes known (its items are replaced by the one that won, not left waiting),
+            // and the version is logged so the regions this one relays to learn it too.
+            // Otherwise which creations a region knows would depend on delivery order.
+            if system && !resolver && !v.deleted && !self.creation_known(v)? {
+                let lsn = self.log_version(v, actor, &vctx)?;
+                return self.apply_definition(v, &ik, rec, lsn).map(Some);
+            }
             // A covered module version new here is logged, so it is relayed to regions that
             // may pin it, and the conflicts that wait for it are resolved again (the visible
             // resolver items are unchanged, so only the definitions pinning it can be).
@@ -517,6 +525,19 @@ impl<'a> Tx<'a> {
         let m = super::resolvers::held_module_of(&*self.kv, def)?;
         self.modules.insert(def.creation_id, m.clone());
         Ok(m)
+    }
+
+    /// Whether the creation a definition version names is already in the creations table.
+    fn creation_known(&self, v: &Version) -> Result<bool> {
+        let body = v
+            .body
+            .as_deref()
+            .ok_or_else(|| Error::CorruptBatch("definition without body".into()))?;
+        let cid = defs::parse_def(body)?.creation_id;
+        Ok(self
+            .kv
+            .get(Table::Creations, &cid.0.to_be_bytes())?
+            .is_some())
     }
 
     /// Whether the creation a drop version drops is already known as dropped.
