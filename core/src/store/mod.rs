@@ -463,7 +463,7 @@ impl Store {
                         Error::Storage(format!("item record names unknown writer {a}"))
                     })
                 };
-                let inputs = tx::Inputs::read(kv, writer_of, &rec, state, module)?;
+                let inputs = tx::Inputs::read(kv, writer_of, &rec, state, module, &key)?;
                 Ok(Some((cid, key, inputs)))
             })?;
             let Some((cid, key, inputs)) = read else {

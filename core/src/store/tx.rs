@@ -63,13 +63,17 @@ impl Inputs {
         rec: &ItemRecord,
         state: CidState,
         module: Option<String>,
+        key: &ItemKey,
     ) -> Result<Self> {
         let mut inputs = Inputs {
             state,
             module,
             siblings: Vec::with_capacity(rec.siblings.len()),
         };
-        let bodies = item::needs_bodies(&inputs.definition().0, rec.siblings.len());
+        // Resolver items of the system container order without their bodies (modules, up to
+        // many MiB): only definitions carry an epoch.
+        let bodies = item::needs_bodies(&inputs.definition().0, rec.siblings.len())
+            && !(inputs.state == CidState::System && super::resolvers::is_resolver_key(key));
         for s in &rec.siblings {
             let (region, incarnation) = writer_of(s.actor)?;
             let body = match bodies && !s.deleted {
@@ -713,6 +717,7 @@ impl<'a> Tx<'a> {
             &rec,
             state,
             module,
+            key,
         )?;
         let (definition, feed) = inputs.definition();
         let siblings = inputs.siblings();
