@@ -157,8 +157,21 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
                 .iter()
                 .find(|d| d.database == db && d.name == c)
                 .map(|d| d.creation_id);
+            // With two partition key paths, a creation that lost to a concurrent one and was
+            // covered by a change of the winner is no live definition anywhere, so no drop
+            // names it (docs/design.md, Known limits): then only the second half holds.
+            let paths: BTreeSet<String> = all
+                .iter()
+                .filter(|v| v.creation == SYSTEM_CREATION && !v.deleted)
+                .filter(|v| v.key == crate::store::def_key(db, c))
+                .filter_map(|v| v.body.as_deref())
+                .filter_map(|b| crate::store::parse_def_body(b).ok())
+                .map(|d| d.partition_key)
+                .collect();
             let expected = !live.is_empty();
-            if shows.is_some() != expected || shows.is_some_and(|cid| !live.contains(&cid)) {
+            if (paths.len() < 2 && shows.is_some() != expected)
+                || shows.is_some_and(|cid| !live.contains(&cid))
+            {
                 return Err(format!(
                     "{db}/{c} shows creation {shows:?}, but the creations made and never \
                      dropped are {live:?}"

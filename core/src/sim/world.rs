@@ -22,6 +22,9 @@ pub(crate) const CONTAINER: &str = "items";
 /// (see [`World::initial_policy`]); most writes go to the first.
 pub(crate) const CONTAINERS: [&str; 2] = [CONTAINER, "other"];
 pub(crate) const PK_PATH: &str = "/pk";
+/// The other partition key path a re-creation may take: items carry the same value under
+/// both, so they can be written to a creation of either.
+const OTHER_PK_PATH: &str = "/part";
 const IDS: [&str; 3] = ["a", "b", "c"];
 const PKS: [&str; 2] = ["p", "q"];
 
@@ -418,11 +421,12 @@ impl World {
                 if let Some(obj) = body.as_object_mut() {
                     obj.insert("id".into(), id.into());
                     obj.insert("pk".into(), pk.into());
+                    obj.insert("part".into(), pk.into());
                 }
                 body
             }
             None => {
-                json!({"id": id, "pk": pk, "n": self.rng.below(5), "by": self.regions[i].name, "step": step})
+                json!({"id": id, "pk": pk, "part": pk, "n": self.rng.below(5), "by": self.regions[i].name, "step": step})
             }
         };
         let if_match = if self.rng.chance(20) {
@@ -622,9 +626,15 @@ impl World {
         let i = self.rng.below(self.regions.len() as u64) as usize;
         let db = *self.rng.pick(&DATABASES);
         self.at(i);
+        // A change keeps the path; a re-creation (where the container is gone) may take the
+        // other one, so concurrent creations with different paths meet.
+        let path = match self.store(i).container(db, container) {
+            Ok(def) => def.partition_key,
+            Err(_) => self.creation_path().to_owned(),
+        };
         let out = self
             .store(i)
-            .put_container(db, container, PK_PATH, policy.clone());
+            .put_container(db, container, &path, policy.clone());
         self.log(format!(
             "{} sets {db}/{container} {policy:?}: {:?}",
             self.regions[i].name,
@@ -634,6 +644,14 @@ impl World {
             Ok(_) => Ok(()),
             Err(Error::InvalidDefinition(_)) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The partition key path of a re-creation: mostly [`PK_PATH`].
+    fn creation_path(&mut self) -> &'static str {
+        match self.rng.chance(25) {
+            true => OTHER_PK_PATH,
+            false => PK_PATH,
         }
     }
 
@@ -657,9 +675,8 @@ impl World {
             return Ok(());
         }
         let policy = self.initial_policy(container);
-        let def = self
-            .store(i)
-            .put_container(db, container, PK_PATH, policy)?;
+        let path = self.creation_path();
+        let def = self.store(i).put_container(db, container, path, policy)?;
         self.log(format!(
             "{} drops and re-creates {db}/{container}: {:?}",
             self.regions[i].name, def.0.creation_id
