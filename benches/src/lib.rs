@@ -76,3 +76,35 @@ fn status_kib(field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Starts a region server (`converge_server::run`, what `converge serve` runs) in this
+/// process, listening on `listen` (`127.0.0.1:0` for any free port); returns its base URL once
+/// it listens.
+pub fn serve(
+    region: &str,
+    dir: &std::path::Path,
+    listen: &str,
+    peers: Vec<converge_server::replication::Peer>,
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = converge_server::ServeConfig {
+        region: region.into(),
+        data: dir.to_path_buf(),
+        listen: listen.into(),
+        peers,
+        key: None,
+    };
+    std::thread::spawn(move || {
+        let r = converge_server::run(config, |addr| {
+            let _ = tx.send(addr);
+        });
+        if let Err(e) = r {
+            eprintln!("server: {e}");
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .context("the server did not start")?;
+    Ok(format!("http://{addr}"))
+}

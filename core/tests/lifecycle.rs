@@ -529,24 +529,24 @@ fn looping_regions() -> (Store, Store) {
     (a, b)
 }
 
+/// Upserts item `id` of `db/slow` in `s`, written by `who`.
+fn upsert_slow(s: &Store, id: &str, who: &str) {
+    s.upsert_item(
+        "db",
+        "slow",
+        serde_json::json!({"id": id, "pk": "p", "who": who}),
+    )
+    .expect(who);
+}
+
 /// Writes `n` items in `a` and `b` concurrently in container `slow`.
 fn conflicts_in(a: &Store, b: &Store, n: usize) {
     for i in 0..n {
         let id = format!("i{i}");
         set_time(10);
-        a.upsert_item(
-            "db",
-            "slow",
-            serde_json::json!({"id": id, "pk": "p", "who": "a"}),
-        )
-        .expect("a");
+        upsert_slow(a, &id, "a");
         set_time(20);
-        b.upsert_item(
-            "db",
-            "slow",
-            serde_json::json!({"id": id, "pk": "p", "who": "b"}),
-        )
-        .expect("b");
+        upsert_slow(b, &id, "b");
     }
 }
 
@@ -625,18 +625,8 @@ fn sustained_conflicts_spend_at_most_a_tenth_of_the_writer_on_resolvers() {
     for round in 0..ROUNDS {
         let id = format!("s{round}");
         set_time(10 + round);
-        a.upsert_item(
-            "db",
-            "slow",
-            serde_json::json!({"id": id, "pk": "p", "who": "a"}),
-        )
-        .expect("a");
-        b.upsert_item(
-            "db",
-            "slow",
-            serde_json::json!({"id": id, "pk": "p", "who": "b"}),
-        )
-        .expect("b");
+        upsert_slow(&a, &id, "a");
+        upsert_slow(&b, &id, "b");
         common::pull(&a, &b);
     }
     let elapsed = started.elapsed();
@@ -709,18 +699,8 @@ fn a_module_seen_slow_is_left_to_the_retry() {
     let conflict = |n: u64| {
         let id = format!("c{n}");
         set_time(10 + n);
-        a.upsert_item(
-            "db",
-            "slow",
-            serde_json::json!({"id": id, "pk": "p", "who": "a"}),
-        )
-        .expect("a");
-        b.upsert_item(
-            "db",
-            "slow",
-            serde_json::json!({"id": id, "pk": "p", "who": "b"}),
-        )
-        .expect("b");
+        upsert_slow(&a, &id, "a");
+        upsert_slow(&b, &id, "b");
         common::pull(&a, &b);
     };
     conflict(0);

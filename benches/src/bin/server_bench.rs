@@ -6,10 +6,9 @@
 //! `cargo run --release -p converge-benches --bin server-bench [-- --writes N]` (writes per
 //! client, default 100).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use converge_core::{ConflictPolicy, Durability, Store, StoreOptions};
-use converge_server::ServeConfig;
 use converge_server::replication::Peer;
 use serde_json::json;
 use std::collections::HashMap;
@@ -38,28 +37,9 @@ fn body(client: usize, n: usize) -> serde_json::Value {
     json!({"id": format!("c{client}-{n}"), "pk": format!("p{}", n % 16), "pad": "x".repeat(960)})
 }
 
-/// Starts a region server in this process; returns its base URL.
+/// Starts a region server in this process on any free port; returns its base URL.
 fn serve(region: &str, dir: &std::path::Path, peers: Vec<Peer>) -> Result<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let config = ServeConfig {
-        region: region.into(),
-        data: dir.to_path_buf(),
-        listen: "127.0.0.1:0".into(),
-        peers,
-        key: None,
-    };
-    std::thread::spawn(move || {
-        let r = converge_server::run(config, |addr| {
-            let _ = tx.send(addr);
-        });
-        if let Err(e) = r {
-            eprintln!("server: {e}");
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .context("the server did not start")?;
-    Ok(format!("http://{addr}"))
+    converge_benches::serve(region, dir, "127.0.0.1:0", peers)
 }
 
 fn agent() -> ureq::Agent {

@@ -8,9 +8,8 @@
 //! `cargo run --release -p converge-benches --bin stall-bench [-- --writes N]` (timed writes
 //! to `fast`, default 300).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use converge_server::ServeConfig;
 use converge_server::replication::Peer;
 use serde_json::json;
 use std::sync::Arc;
@@ -35,25 +34,7 @@ fn free_port() -> Result<u16> {
 
 /// Starts a region server in this process on `port`; returns once it listens.
 fn serve(region: &str, dir: &std::path::Path, port: u16, peers: Vec<Peer>) -> Result<()> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let config = ServeConfig {
-        region: region.into(),
-        data: dir.to_path_buf(),
-        listen: format!("127.0.0.1:{port}"),
-        peers,
-        key: None,
-    };
-    std::thread::spawn(move || {
-        let r = converge_server::run(config, |addr| {
-            let _ = tx.send(addr);
-        });
-        if let Err(e) = r {
-            eprintln!("server: {e}");
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .context("the server did not start")?;
-    Ok(())
+    converge_benches::serve(region, dir, &format!("127.0.0.1:{port}"), peers).map(drop)
 }
 
 fn agent() -> ureq::Agent {

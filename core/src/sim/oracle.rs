@@ -144,12 +144,16 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
     // not see.
     for db in DATABASES {
         for c in CONTAINERS {
-            let live: BTreeSet<CreationId> = all
+            // Every live definition of the name any region logged.
+            let made: Vec<ContainerDef> = all
                 .iter()
                 .filter(|v| v.creation == SYSTEM_CREATION && !v.deleted)
                 .filter(|v| v.key == crate::store::def_key(db, c))
                 .filter_map(|v| v.body.as_deref())
                 .filter_map(|b| crate::store::parse_def_body(b).ok())
+                .collect();
+            let live: BTreeSet<CreationId> = made
+                .iter()
                 .map(|d| d.creation_id)
                 .filter(|cid| !dropped.contains(cid))
                 .collect();
@@ -160,14 +164,7 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
             // With two partition key paths, a creation that lost to a concurrent one and was
             // covered by a change of the winner is no live definition anywhere, so no drop
             // names it (docs/design.md, Known limits): then only the second half holds.
-            let paths: BTreeSet<String> = all
-                .iter()
-                .filter(|v| v.creation == SYSTEM_CREATION && !v.deleted)
-                .filter(|v| v.key == crate::store::def_key(db, c))
-                .filter_map(|v| v.body.as_deref())
-                .filter_map(|b| crate::store::parse_def_body(b).ok())
-                .map(|d| d.partition_key)
-                .collect();
+            let paths: BTreeSet<&str> = made.iter().map(|d| d.partition_key.as_str()).collect();
             let expected = !live.is_empty();
             if (paths.len() < 2 && shows.is_some() != expected)
                 || shows.is_some_and(|cid| !live.contains(&cid))

@@ -726,12 +726,12 @@ impl<'a> Tx<'a> {
             Some((k, outcome)) if item::conflict_key(&definition, key, &siblings) == k => {
                 item::Decider::Decided(outcome)
             }
-            // Changed since the outcome was computed: resolved as any refresh is.
-            // Past the writer's credit, or while other writes wait for the writer, the call
-            // is put off to the retry, which makes it without the writer.
-            // A call is made only when the credit left covers its whole limit, so the watchdog's
-            // granularity cannot make many short, doomed calls out of a small credit.
-            // Nor is a module called here that was slow a moment ago.
+            // Otherwise (no outcome, or the item changed since it was computed) it resolves as
+            // any refresh does, except that the call is put off to the retry, which makes it
+            // without the writer, when the writer's credit left does not cover a whole call
+            // (so the watchdog's granularity cannot make many short, doomed calls out of a
+            // small credit), when another write waits for the writer, or when the module was
+            // slow a moment ago.
             _ if self.resolver_time + IN_WRITER_CALL > self.resolver_credit
                 || self.store.writers_waiting()
                 || inputs
