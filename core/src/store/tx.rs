@@ -531,13 +531,18 @@ impl<'a> Tx<'a> {
         Ok(m)
     }
 
-    /// Whether the creation a definition version names is already in the creations table.
-    fn creation_known(&self, v: &Version) -> Result<bool> {
+    /// The definition a version of a definition item carries (for a drop, the one it drops).
+    fn carried_def(v: &Version) -> Result<ContainerDef> {
         let body = v
             .body
             .as_deref()
-            .ok_or_else(|| Error::CorruptBatch("definition without body".into()))?;
-        let cid = defs::parse_def(body)?.creation_id;
+            .ok_or_else(|| Error::CorruptBatch("definition version without body".into()))?;
+        defs::parse_def(body)
+    }
+
+    /// Whether the creation a definition version names is already in the creations table.
+    fn creation_known(&self, v: &Version) -> Result<bool> {
+        let cid = Self::carried_def(v)?.creation_id;
         Ok(self
             .kv
             .get(Table::Creations, &cid.0.to_be_bytes())?
@@ -546,11 +551,7 @@ impl<'a> Tx<'a> {
 
     /// Whether the creation a drop version drops is already known as dropped.
     fn drop_known(&self, v: &Version) -> Result<bool> {
-        let body = v
-            .body
-            .as_deref()
-            .ok_or_else(|| Error::CorruptBatch("drop without body".into()))?;
-        defs::is_dropped(&*self.kv, defs::parse_def(body)?.creation_id)
+        defs::is_dropped(&*self.kv, Self::carried_def(v)?.creation_id)
     }
 
     /// The definition-specific part of applying a version of the system container.
