@@ -562,11 +562,7 @@ impl<'a> Tx<'a> {
         mut rec: ItemRecord,
         lsn: u64,
     ) -> Result<ItemRecord> {
-        let body = v
-            .body
-            .as_deref()
-            .ok_or_else(|| Error::CorruptBatch("definition without body".into()))?;
-        let def = defs::parse_def(body)?;
+        let def = Self::carried_def(v)?;
         self.defs_changed = true;
         self.modules.clear();
         let (db, name) = (def.database.clone(), def.name.clone());
