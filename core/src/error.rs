@@ -55,6 +55,12 @@ pub enum Error {
     /// The container definition request cannot be applied.
     #[error("invalid container definition: {0}")]
     InvalidDefinition(String),
+    /// No database of that name shows in this region.
+    #[error("database {0:?} does not exist")]
+    UnknownDatabase(String),
+    /// A database create met one that shows already.
+    #[error("database {0:?} already exists")]
+    DatabaseExists(String),
     /// A conflict record of that id does not exist.
     #[error("conflict record {0:?} does not exist")]
     UnknownConflict(String),

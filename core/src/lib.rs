@@ -59,8 +59,8 @@ pub use resolve::{
     CanonicalVersion, LwwKey, NoResolvers, NumberKey, Outcome, ResolveRequest, ResolverHost, reason,
 };
 pub use store::{
-    ApplyReport, DEFAULT_CACHE_BYTES, Durability, Item, ItemState, STORE_FILE, Store, StoreOptions,
-    StoreStats, WriteOp, WriteOutcome,
+    ApplyReport, DEFAULT_CACHE_BYTES, DatabaseDef, Durability, Item, ItemState, STORE_FILE, Store,
+    StoreOptions, StoreStats, WriteOp, WriteOutcome,
 };
 pub use udf::{
     ABI_VERSION, CallReport, CallTimings, DEFAULT_WATCHDOG, EngineFingerprint, MAX_LOG_BYTES,

@@ -72,10 +72,11 @@ impl From<Error> for ApiError {
             | Error::InvalidToken(_)
             | Error::CorruptBatch(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UnknownContainer { .. } | Error::NotFound { .. } | Error::UnknownConflict(_) => {
-                StatusCode::NOT_FOUND
-            }
-            Error::AlreadyExists { .. } => StatusCode::CONFLICT,
+            Error::UnknownContainer { .. }
+            | Error::NotFound { .. }
+            | Error::UnknownConflict(_)
+            | Error::UnknownDatabase(_) => StatusCode::NOT_FOUND,
+            Error::AlreadyExists { .. } | Error::DatabaseExists(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

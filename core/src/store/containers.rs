@@ -88,33 +88,7 @@ impl Store {
     /// concurrent creation with another partition key path that lost to it (whose items are
     /// `container replaced` records).
     pub fn drop_container(&self, database: &str, name: &str) -> Result<()> {
-        self.write_tx(self.commit_sync(), |tx| {
-            let def = defs::active_def(tx.read(), database, name)?;
-            let key = def_key(database, name);
-            let mut rec = load_item(tx.read(), &item_key(SYSTEM_CREATION, &key))?
-                .unwrap_or_else(ItemRecord::empty);
-            // A drop is a tombstone that still names the creation it drops: one per creation,
-            // the visible one last.
-            let mut dropped = Vec::new();
-            for s in rec.siblings.iter().filter(|s| !s.deleted) {
-                if let Some(body) = defs::sibling_body(tx.read(), s)? {
-                    let other = defs::parse_def(&body)?;
-                    if other.creation_id != def.creation_id
-                        && !dropped
-                            .iter()
-                            .any(|d: &ContainerDef| d.creation_id == other.creation_id)
-                    {
-                        dropped.push(other);
-                    }
-                }
-            }
-            dropped.push(def);
-            for d in dropped {
-                let body = serde_json::to_string(&d).map_err(|e| Error::Storage(e.to_string()))?;
-                rec = tx.write_local(SYSTEM_CREATION, &key, &rec, Operation::Delete, Some(body))?;
-            }
-            Ok(())
-        })
+        self.write_tx(self.commit_sync(), |tx| drop_in(tx, database, name))
     }
 
     /// The definition of `database/name`.
@@ -143,4 +117,33 @@ impl Store {
     pub fn all_containers(&self) -> Result<Vec<ContainerDef>> {
         self.read_tx(|kv, _| defs::list_defs(kv, None))
     }
+}
+
+/// Drops `database/name` within a transaction (see [`Store::drop_container`]).
+pub(super) fn drop_in(tx: &mut super::tx::Tx<'_>, database: &str, name: &str) -> Result<()> {
+    let def = defs::active_def(tx.read(), database, name)?;
+    let key = def_key(database, name);
+    let mut rec =
+        load_item(tx.read(), &item_key(SYSTEM_CREATION, &key))?.unwrap_or_else(ItemRecord::empty);
+    // A drop is a tombstone that still names the creation it drops: one per creation, the
+    // visible one last.
+    let mut dropped = Vec::new();
+    for s in rec.siblings.iter().filter(|s| !s.deleted) {
+        if let Some(body) = defs::sibling_body(tx.read(), s)? {
+            let other = defs::parse_def(&body)?;
+            if other.creation_id != def.creation_id
+                && !dropped
+                    .iter()
+                    .any(|d: &ContainerDef| d.creation_id == other.creation_id)
+            {
+                dropped.push(other);
+            }
+        }
+    }
+    dropped.push(def);
+    for d in dropped {
+        let body = serde_json::to_string(&d).map_err(|e| Error::Storage(e.to_string()))?;
+        rec = tx.write_local(SYSTEM_CREATION, &key, &rec, Operation::Delete, Some(body))?;
+    }
+    Ok(())
 }

@@ -112,8 +112,10 @@ pub(crate) fn list_defs(kv: &dyn KvRead, database: Option<&str>) -> Result<Vec<C
     let end = prefix_end(&prefix);
     let mut out = Vec::new();
     for (k, v) in kv.scan(Table::Items, &prefix, end.as_deref(), usize::MAX)? {
-        // The system container also holds resolver items, which are no definitions.
-        if super::resolvers::is_resolver_key(&super::codec::parse_item_key(&k)?.1) {
+        // The system container also holds resolver and database items, which are no
+        // definitions.
+        let key = super::codec::parse_item_key(&k)?.1;
+        if super::resolvers::is_resolver_key(&key) || super::databases::is_database_key(&key) {
             continue;
         }
         let rec: ItemRecord = decode("item", &v)?;

@@ -4,6 +4,7 @@ mod backend;
 pub(crate) mod codec;
 mod containers;
 mod credit;
+mod databases;
 mod def_cache;
 mod defs;
 mod feeds;
@@ -23,6 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use databases::DatabaseDef;
 pub use feeds::{ApplyReport, ItemState};
 
 /// Parses a definition body as the system container stores it.

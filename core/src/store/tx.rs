@@ -322,6 +322,9 @@ impl<'a> Tx<'a> {
                 super::resolvers::parse_head(&v.key, body)?;
                 return Ok(());
             }
+            if super::databases::is_database_key(&v.key) {
+                return super::databases::check_body(&v.key, body);
+            }
             let def = defs::parse_def(body)?;
             if def.database != v.key.partition_key.to_value().as_str().unwrap_or_default()
                 || def.name != v.key.id
@@ -349,6 +352,8 @@ impl<'a> Tx<'a> {
         // Every module version that arrives is kept by its content hash, covered or not, so
         // a region can run whichever one its definition pins.
         let resolver = system && super::resolvers::is_resolver_key(&v.key);
+        // Database items resolve like any system item; nothing else depends on them.
+        let database = system && super::databases::is_database_key(&v.key);
         let new_module = match (resolver, v.body.as_deref()) {
             (true, Some(body)) => self.keep_module(&v.key, body)?,
             _ => None,
@@ -361,6 +366,12 @@ impl<'a> Tx<'a> {
             vctx.push((self.intern(w)?, *c));
         }
         let vctx = Context::from_entries(vctx);
+        if database && rec.context.covers(&actor, v.dot.counter) {
+            if !local {
+                self.st.stats.remote_duplicates += 1;
+            }
+            return Ok(None);
+        }
         if rec.context.covers(&actor, v.dot.counter) {
             // A drop takes effect even when a later version already covers it: the set of
             // dropped creations grows independently of causal order. Otherwise a region that
@@ -429,7 +440,7 @@ impl<'a> Tx<'a> {
             self.refresh_creations(affected)?;
             return Ok(Some(rec));
         }
-        if system {
+        if system && !database {
             return self.apply_definition(v, &ik, rec, lsn).map(Some);
         }
         self.refresh(v.creation, &v.key, &ik, rec, Some(lsn))
