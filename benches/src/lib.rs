@@ -94,6 +94,7 @@ pub fn serve(
         listen: listen.into(),
         peers,
         key: None,
+        advertise: None,
     };
     std::thread::spawn(move || {
         let r = converge_server::run(config, |addr| {

@@ -24,8 +24,14 @@ pub struct ServeArgs {
     peers: Vec<Peer>,
     /// File holding the bearer key every request must carry (peers use it too). Without it
     /// only loopback addresses are allowed.
+    /// A base64 key (a Cosmos master key, such as the emulator's) also checks the Cosmos SDKs'
+    /// signatures.
     #[arg(long)]
     key_file: Option<PathBuf>,
+    /// The endpoint this region announces to Cosmos SDKs (its account document), such as
+    /// `http://10.0.0.2:8080`; default: its listen address.
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
 }
 
 /// Runs until SIGTERM; `Ok(true)` after a clean stop.
@@ -51,6 +57,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         listen: args.listen,
         peers: args.peers,
         key,
+        advertise: args.advertise,
     };
     converge_server::run(config, |addr| {
         println!("listening on http://{addr}");

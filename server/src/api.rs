@@ -38,6 +38,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The bearer key, when authentication is on.
     pub key: Option<Arc<str>>,
+    /// The same key as a Cosmos master key (base64), when it is one: Cosmos SDKs sign their
+    /// requests with it.
+    pub master: Option<crate::cosmos::auth::MasterKey>,
+    /// The regions the account document names, this one first: `(name, endpoint)`.
+    pub locations: Vec<(String, String)>,
     /// Bumped after every write to the store (the API's and the pullers'), so a peer's
     /// long-polling log request answers as soon as there is something new.
     pub changed: Arc<tokio::sync::watch::Sender<u64>>,
@@ -50,6 +55,8 @@ impl AppState {
             store,
             metrics,
             key: None,
+            master: None,
+            locations: Vec::new(),
             changed: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
@@ -63,8 +70,41 @@ impl AppState {
 /// The longest a log request may wait for something new (`wait`, ms).
 pub const MAX_LOG_WAIT_MS: u64 = 10_000;
 
-/// The API's router (the fuzz target and the in-process tests call it directly).
+/// The API's router (the fuzz target and the in-process tests call it directly): requests
+/// with `x-ms-version` get the Cosmos dialect ([`crate::cosmos`]), others converge's own.
 pub fn router(state: AppState) -> Router {
+    let plain = plain_router(state.clone());
+    let cosmos = crate::cosmos::router(state.clone(), plain.clone());
+    Router::new()
+        .fallback_service(tower::service_fn(move |mut request: Request| {
+            let service = if crate::cosmos::is_cosmos(request.headers()) {
+                strip_trailing_slash(&mut request);
+                cosmos.clone()
+            } else {
+                plain.clone()
+            };
+            tower::ServiceExt::oneshot(service, request)
+        }))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+}
+
+/// Cosmos paths end with `/` (`dbs/a/colls/`); the routes are written without it.
+fn strip_trailing_slash(request: &mut Request) {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let pq = match request.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = pq.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+}
+
+fn plain_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -95,24 +135,17 @@ pub fn router(state: AppState) -> Router {
         .route("/_replication/fingerprint", get(fingerprint))
         .route("/_replication/log", get(read_log))
         .fallback(not_routed)
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
-/// Authentication (constant-time bearer key) and error counting, for every route.
+/// Authentication (constant-time bearer key, or a Cosmos master-key signature made with the
+/// same key) and error counting, for every route.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(key) = &state.key {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        if !given.is_some_and(|g| same_key(g, key.as_bytes())) {
-            state.metrics.error(401);
-            return ApiError::unauthorized(
-                "a valid `Authorization: Bearer <key>` header is required",
-            )
-            .into_response();
-        }
+    if let Some(key) = &state.key
+        && let Err(why) = authenticate(&state, key, &request)
+    {
+        state.metrics.error(401);
+        return ApiError::unauthorized(why).into_response();
     }
     if let Some(bad) = bad_escape(request.uri().path()) {
         state.metrics.error(400);
@@ -151,6 +184,44 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     ApiError::new(status, message).into_response()
 }
 
+fn authenticate(state: &AppState, key: &str, request: &Request) -> Result<(), String> {
+    let headers = request.headers();
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if let Some(bearer) = given.and_then(|g| g.strip_prefix(b"Bearer ")) {
+        return match same_key(bearer, key.as_bytes()) {
+            true => Ok(()),
+            false => Err("the bearer key is not this region's key".into()),
+        };
+    }
+    let Some(given) = given else {
+        return Err("a valid `Authorization` header is required: `Bearer <key>`, or a Cosmos master-key signature".into());
+    };
+    let Some(master) = &state.master else {
+        return Err("this region's key is not a base64 Cosmos master key, so it cannot check signatures: use `Authorization: Bearer <key>`".into());
+    };
+    let given = std::str::from_utf8(given).map_err(|_| "the Authorization header is not text".to_owned())?;
+    let date = headers
+        .get("x-ms-date")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| "a master-key signature needs the x-ms-date header".to_owned())?;
+    let path = percent_decode(request.uri().path());
+    let (resource_type, link) = crate::cosmos::auth::resource_of(&path);
+    master.verify(
+        given,
+        request.method().as_str(),
+        &resource_type,
+        &link,
+        date,
+        std::time::SystemTime::now(),
+    )
+}
+
+fn percent_decode(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// The first `%` escape of `path` that is not `%` and two hex digits (the router would take
 /// it literally), with what follows it.
 fn bad_escape(path: &str) -> Option<&str> {
@@ -179,7 +250,7 @@ async fn not_routed() -> ApiError {
 }
 
 /// Runs `f` on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -198,7 +269,7 @@ fn names(pairs: &[(&str, &str)]) -> Result<(), ApiError> {
 
 /// Reads a request body of at most `limit` bytes: one announced as longer is refused before a
 /// byte of it is read, one that turns out longer (chunked) as soon as it passes the limit.
-async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod api;
+pub mod cosmos;
 pub mod error;
 pub mod metrics;
 pub mod replication;
@@ -43,7 +44,11 @@ pub struct ServeConfig {
     /// Regions to pull from.
     pub peers: Vec<Peer>,
     /// The bearer key every request (peers' included) must carry; `None` allows loopback only.
+    /// When it is base64 (a Cosmos master key) it also checks Cosmos SDKs' signatures.
     pub key: Option<String>,
+    /// The endpoint this region announces in its account document (`None`: its listen
+    /// address, over http).
+    pub advertise: Option<String>,
 }
 
 /// Why the server could not run.
@@ -84,6 +89,15 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     let key: Option<Arc<str>> = config.key.as_deref().map(Arc::from);
     let mut state = AppState::new(store.clone(), metrics.clone());
     state.key = key.clone();
+    state.master = config
+        .key
+        .as_deref()
+        .and_then(cosmos::auth::MasterKey::from_base64);
+    let peer_locations: Vec<(String, String)> = config
+        .peers
+        .iter()
+        .map(|p| (p.name.clone(), endpoint(&p.url)))
+        .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -119,7 +133,15 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     let served = runtime.block_on(async move {
         use axum::serve::ListenerExt;
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        listening(listener.local_addr()?);
+        let bound = listener.local_addr()?;
+        let own = match &config.advertise {
+            Some(url) => endpoint(url),
+            None => format!("http://{bound}/"),
+        };
+        state.locations = std::iter::once((config.region.clone(), own))
+            .chain(peer_locations)
+            .collect();
+        listening(bound);
         // Answers go out at once, not held back by Nagle's algorithm.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -134,6 +156,11 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     }
     store.flush()?;
     served.map_err(ServeError::Io)
+}
+
+/// A URL as an account document's endpoint: with a trailing `/`.
+fn endpoint(url: &str) -> String {
+    format!("{}/", url.trim_end_matches('/'))
 }
 
 async fn shutdown_signal() {

@@ -398,6 +398,12 @@ impl Store {
         &self.region
     }
 
+    /// The position of the last durable entry of this region's log: every visible change so
+    /// far is at or below it (the change feed's "from now" token).
+    pub fn log_head(&self) -> u64 {
+        self.durable_lsn.load(Ordering::Acquire)
+    }
+
     /// The build whose sandbox results this region produces; peers compare it and report a
     /// mismatch (fuel counts and stack use depend on it).
     pub fn engine_fingerprint(&self) -> crate::udf::EngineFingerprint {
