@@ -35,7 +35,8 @@ fn a_created_database_shows_replicates_and_refuses_a_second_create() {
 #[test]
 fn containers_imply_their_database_and_a_delete_drops_them() {
     let (a, b) = (region("a"), region("b"));
-    a.create_container("implied", "c", "/pk").expect("container");
+    a.create_container("implied", "c", "/pk")
+        .expect("container");
     let implied = a.database("implied").expect("implied database");
     assert!(!implied.created);
     assert!(matches!(
@@ -97,7 +98,8 @@ fn a_container_created_concurrently_with_the_delete_keeps_its_database() {
     for s in [&a, &b] {
         let db = s.database("db").expect("the container implies it");
         assert!(!db.created);
-        s.container("db", "late").expect("the concurrent container stays");
+        s.container("db", "late")
+            .expect("the concurrent container stays");
     }
 }
 

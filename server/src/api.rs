@@ -199,7 +199,8 @@ fn authenticate(state: &AppState, key: &str, request: &Request) -> Result<(), St
     let Some(master) = &state.master else {
         return Err("this region's key is not a base64 Cosmos master key, so it cannot check signatures: use `Authorization: Bearer <key>`".into());
     };
-    let given = std::str::from_utf8(given).map_err(|_| "the Authorization header is not text".to_owned())?;
+    let given = std::str::from_utf8(given)
+        .map_err(|_| "the Authorization header is not text".to_owned())?;
     let date = headers
         .get("x-ms-date")
         .and_then(|v| v.to_str().ok())

@@ -19,12 +19,20 @@ pub struct MasterKey(Vec<u8>);
 impl MasterKey {
     /// The key of a key file, if it is base64 (as Cosmos master keys are).
     pub fn from_base64(text: &str) -> Option<Self> {
-        STANDARD.decode(text.trim()).ok().filter(|k| !k.is_empty()).map(MasterKey)
+        STANDARD
+            .decode(text.trim())
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(MasterKey)
     }
 
     /// The signature of one request, base64 (what `sig=` carries, before URL encoding).
     pub fn sign(&self, verb: &str, resource_type: &str, link: &str, date: &str) -> String {
-        STANDARD.encode(self.mac(verb, resource_type, link, date).finalize().into_bytes())
+        STANDARD.encode(
+            self.mac(verb, resource_type, link, date)
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     fn mac(&self, verb: &str, resource_type: &str, link: &str, date: &str) -> Hmac<Sha256> {
@@ -54,7 +62,9 @@ impl MasterKey {
     ) -> Result<(), String> {
         let sig = signature_of(header)?;
         let when = httpdate::parse_http_date(date).map_err(|_| {
-            format!("x-ms-date {date:?} is not an HTTP date (such as \"Tue, 01 Dec 2026 10:00:00 GMT\")")
+            format!(
+                "x-ms-date {date:?} is not an HTTP date (such as \"Tue, 01 Dec 2026 10:00:00 GMT\")"
+            )
         })?;
         let skew = now
             .duration_since(when)
@@ -115,7 +125,11 @@ fn signature_of(header: &str) -> Result<String, String> {
 /// signs type `docs` and link `dbs/a/colls/b`; `/dbs/a/colls/b/docs/c` type `docs` and link
 /// `dbs/a/colls/b/docs/c`; `/` type and link empty.
 pub fn resource_of(path: &str) -> (String, String) {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segments.len() {
         0 => (String::new(), String::new()),
         n if n % 2 == 1 => (segments[n - 1].to_owned(), segments[..n - 1].join("/")),
@@ -142,7 +156,10 @@ mod tests {
         assert_eq!(resource_of("/dbs"), ("dbs".into(), String::new()));
         assert_eq!(resource_of("/dbs/"), ("dbs".into(), String::new()));
         assert_eq!(resource_of("/dbs/a"), ("dbs".into(), "dbs/a".into()));
-        assert_eq!(resource_of("/dbs/a/colls/"), ("colls".into(), "dbs/a".into()));
+        assert_eq!(
+            resource_of("/dbs/a/colls/"),
+            ("colls".into(), "dbs/a".into())
+        );
         assert_eq!(
             resource_of("/dbs/a/colls/b/docs/c d"),
             ("docs".into(), "dbs/a/colls/b/docs/c d".into())
@@ -155,20 +172,61 @@ mod tests {
         let now = SystemTime::now();
         let date = httpdate::fmt_http_date(now);
         let sig = key.sign("GET", "docs", "dbs/a/colls/b/docs/c", &date);
-        let ok = key.verify(&header(&sig), "GET", "docs", "dbs/a/colls/b/docs/c", &date, now);
+        let ok = key.verify(
+            &header(&sig),
+            "GET",
+            "docs",
+            "dbs/a/colls/b/docs/c",
+            &date,
+            now,
+        );
         assert_eq!(ok, Ok(()));
         // The verb and type compare lowercased, as the SDKs sign them.
-        assert!(key.verify(&header(&sig), "get", "DOCS", "dbs/a/colls/b/docs/c", &date, now).is_ok());
+        assert!(
+            key.verify(
+                &header(&sig),
+                "get",
+                "DOCS",
+                "dbs/a/colls/b/docs/c",
+                &date,
+                now
+            )
+            .is_ok()
+        );
         for (verb, ty, link) in [
             ("PUT", "docs", "dbs/a/colls/b/docs/c"),
             ("GET", "colls", "dbs/a/colls/b/docs/c"),
             ("GET", "docs", "dbs/a/colls/b/docs/C"),
         ] {
-            assert!(key.verify(&header(&sig), verb, ty, link, &date, now).is_err());
+            assert!(
+                key.verify(&header(&sig), verb, ty, link, &date, now)
+                    .is_err()
+            );
         }
         let other = MasterKey::from_base64("b3RoZXIga2V5").expect("base64");
-        assert!(other.verify(&header(&sig), "GET", "docs", "dbs/a/colls/b/docs/c", &date, now).is_err());
-        assert!(key.verify("type=resource&ver=1.0&sig=x", "GET", "docs", "x", &date, now).is_err());
+        assert!(
+            other
+                .verify(
+                    &header(&sig),
+                    "GET",
+                    "docs",
+                    "dbs/a/colls/b/docs/c",
+                    &date,
+                    now
+                )
+                .is_err()
+        );
+        assert!(
+            key.verify(
+                "type=resource&ver=1.0&sig=x",
+                "GET",
+                "docs",
+                "x",
+                &date,
+                now
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -183,6 +241,9 @@ mod tests {
             assert_eq!(r.is_ok(), off < MAX_SKEW, "{off:?}: {r:?}");
         }
         let sig = key.sign("GET", "dbs", "", "yesterday");
-        assert!(key.verify(&header(&sig), "GET", "dbs", "", "yesterday", now).is_err());
+        assert!(
+            key.verify(&header(&sig), "GET", "dbs", "", "yesterday", now)
+                .is_err()
+        );
     }
 }

@@ -32,10 +32,15 @@ pub fn router(state: AppState, fallback: Router) -> Router {
         .route("/", get(account))
         .route("/dbs", get(list_databases).post(create_database))
         .route("/dbs/{db}", get(read_database).delete(delete_database))
-        .route("/dbs/{db}/colls", get(list_containers).post(create_container))
+        .route(
+            "/dbs/{db}/colls",
+            get(list_containers).post(create_container),
+        )
         .route(
             "/dbs/{db}/colls/{coll}",
-            get(read_container).put(replace_container).delete(delete_container),
+            get(read_container)
+                .put(replace_container)
+                .delete(delete_container),
         )
         .route("/dbs/{db}/colls/{coll}/pkranges", get(pkranges))
         .route(docs, get(read_docs).post(post_doc))
@@ -57,7 +62,10 @@ pub fn router(state: AppState, fallback: Router) -> Router {
             get(read_conflict),
         )
         .fallback_service(fallback)
-        .layer(middleware::from_fn_with_state(state.clone(), common_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            common_headers,
+        ))
         .with_state(state)
 }
 
@@ -164,8 +172,7 @@ fn id_of(v: &Value, what: &str) -> Result<String, ApiError> {
 
 /// The database a path segment names: by name, or by `_rid`.
 fn db_name(store: &Store, segment: &str) -> Result<String, ApiError> {
-    if converge_core::validate_name("database", segment).is_ok()
-        && store.database(segment).is_ok()
+    if converge_core::validate_name("database", segment).is_ok() && store.database(segment).is_ok()
     {
         return Ok(segment.to_owned());
     }
@@ -267,7 +274,10 @@ fn listing(kind: &str, rid: &str, items: Vec<Value>) -> Value {
 async fn list_databases(State(state): State<AppState>) -> Result<Response, ApiError> {
     let list = blocking(&state, |s| Ok(s.databases()?)).await?;
     let items = list.iter().map(shape::database).collect();
-    Ok(json_response(StatusCode::OK, listing("Databases", "", items)))
+    Ok(json_response(
+        StatusCode::OK,
+        listing("Databases", "", items),
+    ))
 }
 
 async fn create_database(
@@ -318,11 +328,17 @@ async fn list_containers(
     })
     .await?;
     let items = defs.iter().map(shape::container).collect();
-    Ok(json_response(StatusCode::OK, listing("DocumentCollections", &rid, items)))
+    Ok(json_response(
+        StatusCode::OK,
+        listing("DocumentCollections", &rid, items),
+    ))
 }
 
 /// A container body as converge's definition: the partition key path and the policy.
-fn container_body(db: &str, v: &Value) -> Result<(String, String, converge_core::ConflictPolicy), ApiError> {
+fn container_body(
+    db: &str,
+    v: &Value,
+) -> Result<(String, String, converge_core::ConflictPolicy), ApiError> {
     let id = id_of(v, "container")?;
     let paths = v
         .pointer("/partitionKey/paths")
@@ -359,7 +375,9 @@ fn container_body(db: &str, v: &Value) -> Result<(String, String, converge_core:
         }
     }
     let policy = match v.get("conflictResolutionPolicy") {
-        Some(p) if !p.is_null() => shape::parse_policy(db, &id, p).map_err(ApiError::bad_request)?,
+        Some(p) if !p.is_null() => {
+            shape::parse_policy(db, &id, p).map_err(ApiError::bad_request)?
+        }
         _ => converge_core::ConflictPolicy::default(),
     };
     Ok((id, path, policy))
@@ -392,8 +410,14 @@ async fn read_container(
     State(state): State<AppState>,
     Path((db, coll)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (def, store) = blocking(&state, move |s| Ok(def_of(s, &db, &coll)?)).await.map(|d| (d, state.store.clone()))?;
-    Ok(with_session(json_response(StatusCode::OK, shape::container(&def)), &store, &def))
+    let (def, store) = blocking(&state, move |s| Ok(def_of(s, &db, &coll)?))
+        .await
+        .map(|d| (d, state.store.clone()))?;
+    Ok(with_session(
+        json_response(StatusCode::OK, shape::container(&def)),
+        &store,
+        &def,
+    ))
 }
 
 async fn replace_container(
@@ -459,7 +483,10 @@ async fn pkranges(
             "parents": [],
             "_ts": 0,
         });
-        json_response(StatusCode::OK, listing("PartitionKeyRanges", &rid, vec![range]))
+        json_response(
+            StatusCode::OK,
+            listing("PartitionKeyRanges", &rid, vec![range]),
+        )
     };
     set_header(&mut r, "etag", &etag);
     Ok(r)
@@ -511,11 +538,20 @@ async fn post_doc(
     let _ = store;
     state.notify();
     metrics.writes.fetch_add(1, Ordering::Relaxed);
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(item_answer(&state, status, &def, item))
 }
 
-fn item_answer(state: &AppState, status: StatusCode, def: &ContainerDef, item: converge_core::Item) -> Response {
+fn item_answer(
+    state: &AppState,
+    status: StatusCode,
+    def: &ContainerDef,
+    item: converge_core::Item,
+) -> Response {
     let mut r = json_response(status, shape::item(def, item.body));
     set_header(&mut r, "etag", &item.etag);
     with_session(r, &state.store, def)
@@ -599,7 +635,11 @@ async fn delete_doc(
     .await?;
     state.notify();
     metrics.writes.fetch_add(1, Ordering::Relaxed);
-    Ok(with_session(StatusCode::NO_CONTENT.into_response(), &state.store, &def))
+    Ok(with_session(
+        StatusCode::NO_CONTENT.into_response(),
+        &state.store,
+        &def,
+    ))
 }
 
 async fn patch_doc(
@@ -665,12 +705,25 @@ async fn read_docs(
     let (def, page) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
         let pk = partition_key(&headers)?;
-        let page = s.list_items(&def.database, &def.name, pk.as_ref(), continuation.as_deref(), max)?;
+        let page = s.list_items(
+            &def.database,
+            &def.name,
+            pk.as_ref(),
+            continuation.as_deref(),
+            max,
+        )?;
         Ok((def, page))
     })
     .await?;
-    let items = page.items.into_iter().map(|i| shape::item(&def, i.body)).collect();
-    let mut r = json_response(StatusCode::OK, listing("Documents", &shape::coll_rid(&def), items));
+    let items = page
+        .items
+        .into_iter()
+        .map(|i| shape::item(&def, i.body))
+        .collect();
+    let mut r = json_response(
+        StatusCode::OK,
+        listing("Documents", &shape::coll_rid(&def), items),
+    );
     if let Some(c) = &page.continuation {
         set_header(&mut r, "x-ms-continuation", c);
     }
@@ -697,7 +750,8 @@ async fn change_feed(
         if let Some(pk) = pk {
             page.items.retain(|c| match c {
                 converge_core::Change::Upsert(v) => {
-                    v.pointer(&def.partition_key).and_then(|x| PartitionKey::from_value(x).ok())
+                    v.pointer(&def.partition_key)
+                        .and_then(|x| PartitionKey::from_value(x).ok())
                         == Some(pk.clone())
                 }
                 converge_core::Change::Delete { partition_key, .. } => *partition_key == pk,
@@ -721,7 +775,10 @@ async fn change_feed(
                 other => other.to_json(),
             })
             .collect();
-        json_response(StatusCode::OK, listing("Documents", &shape::coll_rid(&def), items))
+        json_response(
+            StatusCode::OK,
+            listing("Documents", &shape::coll_rid(&def), items),
+        )
     };
     set_header(&mut r, "etag", &etag);
     Ok(with_session(r, &state.store, &def))
@@ -740,8 +797,15 @@ async fn list_conflicts(
         Ok((def, page))
     })
     .await?;
-    let items = page.items.iter().map(|c| shape::conflict(&def, c)).collect();
-    let mut r = json_response(StatusCode::OK, listing("Conflicts", &shape::coll_rid(&def), items));
+    let items = page
+        .items
+        .iter()
+        .map(|c| shape::conflict(&def, c))
+        .collect();
+    let mut r = json_response(
+        StatusCode::OK,
+        listing("Conflicts", &shape::coll_rid(&def), items),
+    );
     if let Some(c) = &page.continuation {
         set_header(&mut r, "x-ms-continuation", c);
     }
@@ -752,7 +816,12 @@ async fn read_conflict(
     State(state): State<AppState>,
     Path(p): Path<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let get = |k: &str| {
+        p.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let (db, coll, cid) = (get("db"), get("coll"), get("cid"));
     let (def, record) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
@@ -760,7 +829,10 @@ async fn read_conflict(
         Ok((def, record))
     })
     .await?;
-    Ok(json_response(StatusCode::OK, shape::conflict(&def, &record)))
+    Ok(json_response(
+        StatusCode::OK,
+        shape::conflict(&def, &record),
+    ))
 }
 
 async fn delete_conflict(

@@ -43,11 +43,18 @@ pub(crate) fn parse(body: &Value) -> Result<Vec<Op>, ApiError> {
         .map(|(i, op)| {
             let field = |k: &str| op.get(k).and_then(Value::as_str).map(str::to_owned);
             let kind = field("op").ok_or_else(|| bad(format!("operation {i} has no \"op\"")))?;
-            let path = field("path").ok_or_else(|| bad(format!("operation {i} has no \"path\"")))?;
+            let path =
+                field("path").ok_or_else(|| bad(format!("operation {i} has no \"path\"")))?;
             if !path.starts_with('/') || path.len() < 2 {
-                return Err(bad(format!("operation {i}: path {path:?} must be a JSON pointer such as /a/b")));
+                return Err(bad(format!(
+                    "operation {i}: path {path:?} must be a JSON pointer such as /a/b"
+                )));
             }
-            let value = || op.get("value").cloned().ok_or_else(|| bad(format!("operation {i} ({kind}) has no \"value\"")));
+            let value = || {
+                op.get("value")
+                    .cloned()
+                    .ok_or_else(|| bad(format!("operation {i} ({kind}) has no \"value\"")))
+            };
             Ok(match kind.to_ascii_lowercase().as_str() {
                 "add" => Op::Add(path, value()?),
                 "set" => Op::Set(path, value()?),
@@ -61,10 +68,15 @@ pub(crate) fn parse(body: &Value) -> Result<Vec<Op>, ApiError> {
                     Op::Incr(path, v)
                 }
                 "move" => Op::Move {
-                    from: field("from").ok_or_else(|| bad(format!("operation {i} (move) has no \"from\"")))?,
+                    from: field("from")
+                        .ok_or_else(|| bad(format!("operation {i} (move) has no \"from\"")))?,
                     path,
                 },
-                other => return Err(bad(format!("operation {i}: {other:?} is not add, set, replace, remove, incr or move"))),
+                other => {
+                    return Err(bad(format!(
+                        "operation {i}: {other:?} is not add, set, replace, remove, incr or move"
+                    )));
+                }
             })
         })
         .collect()
@@ -77,7 +89,11 @@ fn unescape(token: &str) -> String {
 /// The parent container of `path` and the last token.
 fn parent<'a>(doc: &'a mut Value, path: &str) -> Result<(&'a mut Value, String), ApiError> {
     let (head, last) = path.rsplit_once('/').unwrap_or(("", path));
-    let p = if head.is_empty() { Some(doc) } else { doc.pointer_mut(head) };
+    let p = if head.is_empty() {
+        Some(doc)
+    } else {
+        doc.pointer_mut(head)
+    };
     let p = p.ok_or_else(|| bad(format!("{path}: the parent {head} does not exist")))?;
     Ok((p, unescape(last)))
 }
@@ -86,20 +102,36 @@ fn index(a: &[Value], token: &str, path: &str, allow_end: bool) -> Result<usize,
     if allow_end && token == "-" {
         return Ok(a.len());
     }
-    let i: usize = token.parse().map_err(|_| bad(format!("{path}: {token:?} is not an array index")))?;
-    let limit = if allow_end { a.len() } else { a.len().saturating_sub(1) };
+    let i: usize = token
+        .parse()
+        .map_err(|_| bad(format!("{path}: {token:?} is not an array index")))?;
+    let limit = if allow_end {
+        a.len()
+    } else {
+        a.len().saturating_sub(1)
+    };
     if i > limit || (!allow_end && a.is_empty()) {
-        return Err(bad(format!("{path}: index {i} is out of the array's bounds")));
+        return Err(bad(format!(
+            "{path}: index {i} is out of the array's bounds"
+        )));
     }
     Ok(i)
 }
 
-fn put(doc: &mut Value, path: &str, value: Value, insert: bool, must_exist: bool) -> Result<(), ApiError> {
+fn put(
+    doc: &mut Value,
+    path: &str,
+    value: Value,
+    insert: bool,
+    must_exist: bool,
+) -> Result<(), ApiError> {
     let (p, last) = parent(doc, path)?;
     match p {
         Value::Object(o) => {
             if must_exist && !o.contains_key(&last) {
-                return Err(bad(format!("{path} does not exist: replace needs an existing value")));
+                return Err(bad(format!(
+                    "{path} does not exist: replace needs an existing value"
+                )));
             }
             o.insert(last, value);
         }
@@ -120,7 +152,9 @@ fn put(doc: &mut Value, path: &str, value: Value, insert: bool, must_exist: bool
 fn take(doc: &mut Value, path: &str) -> Result<Value, ApiError> {
     let (p, last) = parent(doc, path)?;
     match p {
-        Value::Object(o) => o.remove(&last).ok_or_else(|| bad(format!("{path} does not exist"))),
+        Value::Object(o) => o
+            .remove(&last)
+            .ok_or_else(|| bad(format!("{path} does not exist"))),
         Value::Array(a) => {
             let i = index(a, &last, path, false)?;
             Ok(a.remove(i))
@@ -131,7 +165,10 @@ fn take(doc: &mut Value, path: &str) -> Result<Value, ApiError> {
 
 fn protected(path: &str, pk_path: &str) -> bool {
     let first = path.split('/').nth(1).unwrap_or_default();
-    path == "/id" || path == pk_path || pk_path.starts_with(&format!("{path}/")) || first.starts_with('_')
+    path == "/id"
+        || path == pk_path
+        || pk_path.starts_with(&format!("{path}/"))
+        || first.starts_with('_')
 }
 
 /// Applies the operations to an item body (as read), or refuses them all.
@@ -142,10 +179,14 @@ pub(crate) fn apply(ops: &[Op], mut doc: Value, pk_path: &str) -> Result<Value, 
     for op in ops {
         let touched: Vec<&str> = match op {
             Op::Move { from, path } => vec![from, path],
-            Op::Add(p, _) | Op::Set(p, _) | Op::Replace(p, _) | Op::Remove(p) | Op::Incr(p, _) => vec![p],
+            Op::Add(p, _) | Op::Set(p, _) | Op::Replace(p, _) | Op::Remove(p) | Op::Incr(p, _) => {
+                vec![p]
+            }
         };
         if let Some(p) = touched.into_iter().find(|p| protected(p, pk_path)) {
-            return Err(bad(format!("{p} cannot be patched: the id, the partition key and system properties are fixed")));
+            return Err(bad(format!(
+                "{p} cannot be patched: the id, the partition key and system properties are fixed"
+            )));
         }
         match op {
             Op::Add(p, v) => put(&mut doc, p, v.clone(), true, false)?,
@@ -157,7 +198,8 @@ pub(crate) fn apply(ops: &[Op], mut doc: Value, pk_path: &str) -> Result<Value, 
             Op::Incr(p, by) => {
                 let next = match doc.pointer(p) {
                     None => by.clone(),
-                    Some(cur) => add(cur, by).ok_or_else(|| bad(format!("{p}: incr needs a number there")))?,
+                    Some(cur) => add(cur, by)
+                        .ok_or_else(|| bad(format!("{p}: incr needs a number there")))?,
                 };
                 put(&mut doc, p, next, false, false)?;
             }
@@ -192,7 +234,8 @@ mod tests {
 
     #[test]
     fn every_operation_applies() {
-        let doc = json!({"id": "1", "pk": "p", "n": 1, "tags": ["a", "c"], "o": {"x": 1}, "_ts": 5});
+        let doc =
+            json!({"id": "1", "pk": "p", "n": 1, "tags": ["a", "c"], "o": {"x": 1}, "_ts": 5});
         let out = run(
             json!([
                 {"op": "add", "path": "/tags/1", "value": "b"},

@@ -111,10 +111,18 @@ pub fn item(def: &ContainerDef, mut body: Value) -> Value {
         .pointer(&def.partition_key)
         .map(Value::to_string)
         .unwrap_or_else(|| "null".into());
-    let id = body.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     if let Value::Object(o) = &mut body {
         let rid = doc_rid(def, &pk, &id);
-        let selfl = format!("dbs/{}/colls/{}/docs/{rid}/", db_rid(&def.database), coll_rid(def));
+        let selfl = format!(
+            "dbs/{}/colls/{}/docs/{rid}/",
+            db_rid(&def.database),
+            coll_rid(def)
+        );
         o.insert("_rid".into(), rid.into());
         o.insert("_self".into(), selfl.into());
         o.insert("_attachments".into(), "attachments/".into());
@@ -150,7 +158,10 @@ pub fn conflict(def: &ContainerDef, r: &ConflictRecord) -> Value {
 
 /// A Cosmos conflict resolution policy as converge's.
 pub fn parse_policy(db: &str, coll: &str, v: &Value) -> Result<ConflictPolicy, String> {
-    let mode = v.get("mode").and_then(Value::as_str).unwrap_or("LastWriterWins");
+    let mode = v
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("LastWriterWins");
     let text = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     match mode.to_ascii_lowercase().as_str() {
         "lastwriterwins" => Ok(ConflictPolicy::Lww {

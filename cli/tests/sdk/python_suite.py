@@ -1,0 +1,217 @@
+"""End-to-end checks of converge through the official Python Cosmos DB SDK (azure-cosmos).
+
+Run by cli/tests/cosmos_sdk.rs against real `converge serve` processes:
+
+    python_suite.py <phase> <key file> <region> <url> [args...]
+
+Every phase talks to converge through the SDK's public API only, with a client whose
+preferred location is <region> and multiple write locations on. A phase exits non-zero (an
+assertion or an SDK error) when converge does not behave as Cosmos DB would.
+"""
+
+import json
+import sys
+
+from azure.core import MatchConditions
+from azure.cosmos import CosmosClient, PartitionKey, exceptions
+
+DB = "shop"
+
+
+def client(key_file, region, url):
+    key = open(key_file).read().strip()
+    return CosmosClient(
+        url,
+        credential=key,
+        preferred_locations=[region],
+        multiple_write_locations=True,
+        connection_timeout=10,
+    )
+
+
+def expect(error, f, *args, **kwargs):
+    try:
+        f(*args, **kwargs)
+    except error as e:
+        return e
+    raise AssertionError(f"{f.__name__} did not raise {error.__name__}")
+
+
+def routes(c, region):
+    """Every route through the SDK, with the errors the SDK maps to its exceptions."""
+    db = c.create_database("routes")
+    assert db.read()["id"] == "routes"
+    expect(exceptions.CosmosResourceExistsError, c.create_database, "routes")
+    assert "routes" in [d["id"] for d in c.list_databases()]
+    co = db.create_container("items", partition_key=PartitionKey(path="/pk"))
+    expect(
+        exceptions.CosmosResourceExistsError,
+        db.create_container,
+        "items",
+        partition_key=PartitionKey(path="/pk"),
+    )
+    props = co.read()
+    assert props["partitionKey"]["paths"] == ["/pk"], props
+    assert props["conflictResolutionPolicy"]["mode"] == "LastWriterWins", props
+    assert [p["id"] for p in db.list_containers()] == ["items"]
+
+    created = co.create_item({"id": "a", "pk": "p", "n": 1})
+    assert created["_rid"] and created["_self"] and created["_etag"], created
+    assert isinstance(created["_ts"], int)
+    expect(exceptions.CosmosResourceExistsError, co.create_item, {"id": "a", "pk": "p"})
+    co.upsert_item({"id": "b", "pk": 42, "n": 0})
+    co.upsert_item({"id": "c", "pk": None, "n": 0})
+    assert co.read_item("b", partition_key=42)["n"] == 0
+    assert co.read_item("c", partition_key=None)["pk"] is None
+    spaced = co.upsert_item({"id": "with space & ü", "pk": "p"})
+    assert co.read_item("with space & ü", partition_key="p")["id"] == spaced["id"]
+    expect(exceptions.CosmosResourceNotFoundError, co.read_item, "a", partition_key="other")
+
+    item = co.read_item("a", partition_key="p")
+    item["n"] = 2
+    replaced = co.replace_item(
+        "a", item, etag=item["_etag"], match_condition=MatchConditions.IfNotModified
+    )
+    assert replaced["n"] == 2 and replaced["_etag"] != item["_etag"]
+    e = expect(
+        exceptions.CosmosAccessConditionFailedError,
+        co.replace_item,
+        "a",
+        item,
+        etag=item["_etag"],
+        match_condition=MatchConditions.IfNotModified,
+    )
+    assert e.status_code == 412
+
+    patched = co.patch_item(
+        "a",
+        "p",
+        [
+            {"op": "incr", "path": "/n", "value": 5},
+            {"op": "add", "path": "/tags", "value": ["x"]},
+            {"op": "set", "path": "/tags/0", "value": "y"},
+        ],
+    )
+    assert patched["n"] == 7 and patched["tags"] == ["y"], patched
+    before = co.read_item("a", partition_key="p")
+    e = expect(
+        exceptions.CosmosHttpResponseError,
+        co.patch_item,
+        "a",
+        "p",
+        [{"op": "set", "path": "/ok", "value": 1}, {"op": "remove", "path": "/missing"}],
+    )
+    assert e.status_code == 400
+    after = co.read_item("a", partition_key="p")
+    assert after["_etag"] == before["_etag"] and "ok" not in after, "a bad patch wrote nothing"
+
+    ids = sorted(i["id"] for i in co.read_all_items(max_item_count=2))
+    assert ids == ["a", "b", "c", "with space & ü"], ids
+
+    feed = list(co.query_items_change_feed(start_time="Beginning"))
+    assert sorted(i["id"] for i in feed) == ids, feed
+    assert list(co.query_items_change_feed(start_time="Now")) == []
+    co.delete_item("b", partition_key=42)
+    expect(exceptions.CosmosResourceNotFoundError, co.read_item, "b", partition_key=42)
+    expect(exceptions.CosmosResourceNotFoundError, co.delete_item, "b", partition_key=42)
+
+    e = expect(exceptions.CosmosHttpResponseError, lambda: list(co.query_items("SELECT * FROM c", enable_cross_partition_query=True)))
+    assert e.status_code == 400 and "quer" in str(e), e
+
+    expect(exceptions.CosmosHttpResponseError, co.upsert_item, {"id": "big", "pk": "p", "x": "y" * (3 << 20)})
+    assert list(co.list_conflicts()) == []
+    db.delete_container("items")
+    expect(exceptions.CosmosResourceNotFoundError, db.get_container_client("items").read)
+    c.delete_database("routes")
+    expect(exceptions.CosmosResourceNotFoundError, c.get_database_client("routes").read)
+    print("routes ok")
+
+
+def setup(c, region):
+    db = c.create_database_if_not_exists(DB)
+    db.create_container("lww", partition_key=PartitionKey(path="/pk"))
+    db.create_container(
+        "manual",
+        partition_key=PartitionKey(path="/pk"),
+        conflict_resolution_policy={"mode": "Custom"},
+    )
+    db.create_container(
+        "carts",
+        partition_key=PartitionKey(path="/pk"),
+        conflict_resolution_policy={
+            "mode": "Custom",
+            "conflictResolutionProcedure": f"dbs/{DB}/colls/carts/sprocs/cart-merge",
+        },
+    )
+    policy = db.get_container_client("manual").read()["conflictResolutionPolicy"]
+    assert policy["mode"] == "Custom" and not policy["conflictResolutionProcedure"], policy
+    print("setup ok")
+
+
+def write(c, region):
+    """The same items written in this region while the others are down."""
+    db = c.get_database_client(DB)
+    for name in ["lww", "manual"]:
+        co = db.get_container_client(name)
+        for i in range(3):
+            co.upsert_item({"id": f"item{i}", "pk": "p", "by": region})
+    db.get_container_client("carts").upsert_item(
+        {"id": "cart", "pk": "p", "lines": [{"sku": f"sku-{region}", "qty": 1}]}
+    )
+    print("write ok")
+
+
+def snapshot(c, region):
+    """What this region shows, as JSON on stdout, for the test to compare across regions."""
+    db = c.get_database_client(DB)
+    out = {}
+    for name in ["lww", "manual", "carts"]:
+        co = db.get_container_client(name)
+        items = {i["id"]: {k: v for k, v in i.items() if not k.startswith("_")} for i in co.read_all_items()}
+        conflicts = sorted(
+            (x["id"], x["status"]) for x in co.list_conflicts() if x["status"] == "open"
+        )
+        out[name] = {"items": items, "conflicts": conflicts}
+    print(json.dumps(out, sort_keys=True))
+
+
+def conflicts(c, region, expected_regions):
+    """The manual container lists its conflicts through list_conflicts; the LWW container none;
+    the carts are merged."""
+    db = c.get_database_client(DB)
+    assert list(db.get_container_client("lww").list_conflicts()) == []
+    manual = db.get_container_client("manual")
+    listed = [x for x in manual.list_conflicts() if x["status"] == "open"]
+    assert len(listed) == 3 * (expected_regions - 1), listed
+    for x in listed:
+        assert x["resourceType"] == "document" and x["operationType"] in ("create", "replace")
+        content = json.loads(x["content"])
+        assert content["id"].startswith("item") and content["by"], x
+        one = manual.get_conflict(x["id"], partition_key="p")
+        assert one["id"] == x["id"], one
+    cart = db.get_container_client("carts").read_item("cart", partition_key="p")
+    skus = sorted(line["sku"] for line in cart["lines"])
+    assert len(skus) == expected_regions, cart
+    print("conflicts ok")
+
+
+def resolve(c, region):
+    """The application resolves every open conflict of the manual container with replace_item
+    and deletes the records it handled."""
+    manual = c.get_database_client(DB).get_container_client("manual")
+    for x in [x for x in manual.list_conflicts() if x["status"] == "open"]:
+        content = json.loads(x["content"])
+        manual.replace_item(content["id"], {"id": content["id"], "pk": "p", "by": "application"})
+    for x in manual.list_conflicts():
+        manual.delete_conflict(x["id"], partition_key="p")
+    expect(exceptions.CosmosResourceNotFoundError, manual.get_conflict, "0" * 32, partition_key="p")
+    print("resolve ok")
+
+
+if __name__ == "__main__":
+    phase, key_file, region, url, *rest = sys.argv[1:]
+    c = client(key_file, region, url)
+    if phase == "conflicts":
+        conflicts(c, region, int(rest[0]))
+    else:
+        {"routes": routes, "setup": setup, "write": write, "snapshot": snapshot, "resolve": resolve}[phase](c, region)
