@@ -148,10 +148,10 @@ fn three_regions_written_while_isolated_converge_through_the_python_sdk() {
     for r in regions.iter_mut() {
         r.stop();
     }
-    for i in 0..regions.len() {
-        regions[i].start();
-        phase(&key, &regions[i], "write", &[]);
-        regions[i].stop();
+    for r in regions.iter_mut() {
+        r.start();
+        phase(&key, r, "write", &[]);
+        r.stop();
     }
     for r in regions.iter_mut() {
         r.start();

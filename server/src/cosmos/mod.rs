@@ -410,12 +410,10 @@ async fn read_container(
     State(state): State<AppState>,
     Path((db, coll)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let (def, store) = blocking(&state, move |s| Ok(def_of(s, &db, &coll)?))
-        .await
-        .map(|d| (d, state.store.clone()))?;
+    let def = blocking(&state, move |s| def_of(s, &db, &coll)).await?;
     Ok(with_session(
         json_response(StatusCode::OK, shape::container(&def)),
-        &store,
+        &state.store,
         &def,
     ))
 }
@@ -461,7 +459,7 @@ async fn pkranges(
     Path((db, coll)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let def = blocking(&state, move |s| Ok(def_of(s, &db, &coll)?)).await?;
+    let def = blocking(&state, move |s| def_of(s, &db, &coll)).await?;
     let rid = shape::coll_rid(&def);
     let etag = format!("\"{}-ranges\"", def.creation_id);
     let unchanged = headers
@@ -514,7 +512,7 @@ async fn post_doc(
     }
     let upsert = is_true(&headers, "x-ms-documentdb-is-upsert");
     let metrics = state.metrics.clone();
-    let (def, item, created, store) = blocking(&state, move |s| {
+    let (def, item, created) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
         check_intended(&headers, &def)?;
         if let Some(pk) = partition_key(&headers)? {
@@ -532,10 +530,9 @@ async fn post_doc(
         } else {
             (s.create_item(&def.database, &def.name, item)?, true)
         };
-        Ok((def, item, created, ()))
+        Ok((def, item, created))
     })
     .await?;
-    let _ = store;
     state.notify();
     metrics.writes.fetch_add(1, Ordering::Relaxed);
     let status = if created {
