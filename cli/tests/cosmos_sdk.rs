@@ -1,8 +1,10 @@
-//! End-to-end through the official Python Cosmos DB SDK (`azure-cosmos`, from PyPI): real
-//! `converge serve` processes signed into with a master key, driven by `sdk/python_suite.py`.
+//! End-to-end through the official Cosmos DB SDKs: real `converge serve` processes signed into
+//! with a master key, driven by `sdk/python_suite.py` (`azure-cosmos`, from PyPI) and
+//! `sdk/js_suite.mjs` (`@azure/cosmos`, from npm).
 //!
-//! The SDK is installed into a virtual environment under the target directory the first time
-//! (pip, PyPI); when PyPI cannot be reached the test fails, it never skips.
+//! The SDKs are installed under the target directory the first time (a Python virtual
+//! environment with pip; a folder with npm); when a registry cannot be reached the test fails,
+//! it never skips.
 
 mod common;
 
@@ -19,7 +21,67 @@ const SDK: &str = "azure-cosmos==4.17.1";
 const EMULATOR_KEY: &str =
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
 
+/// The JavaScript SDK version the suite is written against.
+const JS_SDK: &str = "@azure/cosmos@4.9.3";
+
 static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
+static NODE_MODULES: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// A folder with the JavaScript SDK installed (once per target directory) and the suite copied
+/// next to it, so its `import` finds the SDK.
+fn js_suite() -> PathBuf {
+    let mut done = NODE_MODULES.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cosmos-js");
+    if done.is_none() {
+        let marker = dir.join(format!("installed-{}", JS_SDK.replace('/', "_")));
+        if !marker.exists() {
+            std::fs::create_dir_all(&dir).expect("js dir");
+            std::fs::write(
+                dir.join("package.json"),
+                r#"{"name": "converge-sdk-tests", "private": true, "type": "module"}"#,
+            )
+            .expect("package.json");
+            let ok = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--silent", JS_SDK])
+                .current_dir(&dir)
+                .status()
+                .expect("npm");
+            assert!(
+                ok.success(),
+                "npm could not install {JS_SDK}: the Cosmos SDK tests need it (no skip)"
+            );
+            std::fs::write(&marker, "").expect("marker");
+        }
+        *done = Some(dir.clone());
+    }
+    let script = dir.join("js_suite.mjs");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/js_suite.mjs"),
+        &script,
+    )
+    .expect("copy the JavaScript suite");
+    script
+}
+
+/// Runs one phase of the JavaScript suite against `region`.
+fn js_phase(key: &Path, region: &Region, phase: &str, extra: &[&str]) -> String {
+    let out = Command::new("node")
+        .arg(js_suite())
+        .arg(phase)
+        .arg(key)
+        .args([region.name.as_str(), &region.url()])
+        .args(extra)
+        .output()
+        .expect("run the JavaScript suite");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "JavaScript phase {phase} in {} failed:\n{stdout}\n{}",
+        region.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
 
 /// The venv's python, with the SDK installed (once per target directory).
 fn python() -> PathBuf {
@@ -125,7 +187,17 @@ fn every_route_works_through_the_python_sdk() {
 }
 
 #[test]
-fn three_regions_written_while_isolated_converge_through_the_python_sdk() {
+fn every_route_works_through_the_javascript_sdk() {
+    let root = tempfile::tempdir().expect("dir");
+    let key = key_file(root.path());
+    let mut west = Region::new(root.path(), "west", free_port());
+    west.key = Some(key.clone());
+    west.start();
+    assert!(js_phase(&key, &west, "routes", &[]).contains("routes ok"));
+}
+
+#[test]
+fn three_regions_written_while_isolated_converge_through_both_sdks() {
     let root = tempfile::tempdir().expect("dir");
     let key = key_file(root.path());
     let mut regions = keyed_mesh(root.path(), &key);
@@ -163,6 +235,7 @@ fn three_regions_written_while_isolated_converge_through_the_python_sdk() {
     assert_eq!(snaps[0]["lww"]["conflicts"], Value::Array(Vec::new()));
     for r in &regions {
         phase(&key, r, "conflicts", &["3"]);
+        js_phase(&key, r, "conflicts", &["3"]);
     }
     phase(&key, &regions[1], "resolve", &[]);
     let snaps = wait_until(&key, &regions, |snaps| {

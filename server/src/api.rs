@@ -206,15 +206,24 @@ fn authenticate(state: &AppState, key: &str, request: &Request) -> Result<(), St
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| "a master-key signature needs the x-ms-date header".to_owned())?;
     let path = percent_decode(request.uri().path());
-    let (resource_type, link) = crate::cosmos::auth::resource_of(&path);
-    master.verify(
-        given,
-        request.method().as_str(),
-        &resource_type,
-        &link,
-        date,
-        std::time::SystemTime::now(),
-    )
+    let now = std::time::SystemTime::now();
+    let mut first = None;
+    for (resource_type, link) in crate::cosmos::auth::signed_resources(&path) {
+        match master.verify(
+            given,
+            request.method().as_str(),
+            &resource_type,
+            &link,
+            date,
+            now,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| "the signature does not match".into()))
 }
 
 fn percent_decode(path: &str) -> String {

@@ -137,6 +137,19 @@ pub fn resource_of(path: &str) -> (String, String) {
     }
 }
 
+/// What a request may have signed: [`resource_of`] its path, and for the JavaScript SDK's
+/// conflict read (`…/conflicts/{id}/conflicts`, signed as type `users` over the conflict's
+/// link) that too.
+pub fn signed_resources(path: &str) -> Vec<(String, String)> {
+    let (ty, link) = resource_of(path);
+    let mut out = vec![(ty.clone(), link.clone())];
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segments.len() == 7 && segments[4] == "conflicts" && segments[6] == "conflicts" {
+        out.push(("users".to_owned(), segments[..6].join("/")));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,115 @@
+// End-to-end checks of converge through the official JavaScript Cosmos DB SDK (@azure/cosmos).
+// Run by cli/tests/cosmos_sdk.rs against real `converge serve` processes:
+//
+//     node js_suite.mjs <phase> <key file> <region> <url> [args...]
+//
+// Every phase uses the SDK's public API only, with preferredLocations naming <region> and
+// multiple write locations on; it exits non-zero when converge does not behave as Cosmos would.
+import { CosmosClient } from "@azure/cosmos";
+import { readFileSync } from "node:fs";
+import assert from "node:assert/strict";
+
+const [phase, keyFile, region, url, ...rest] = process.argv.slice(2);
+const client = new CosmosClient({
+  endpoint: url,
+  key: readFileSync(keyFile, "utf8").trim(),
+  connectionPolicy: {
+    preferredLocations: [region],
+    enableEndpointDiscovery: true,
+    useMultipleWriteLocations: true,
+  },
+});
+
+async function rejects(status, f) {
+  try {
+    await f();
+  } catch (e) {
+    assert.equal(e.code, status, `expected ${status}, got ${e.code}: ${e.message}`);
+    return e;
+  }
+  assert.fail(`expected an error ${status}`);
+}
+
+async function routes() {
+  const { database: db } = await client.databases.create({ id: "jsroutes" });
+  await rejects(409, () => client.databases.create({ id: "jsroutes" }));
+  const { resources: dbs } = await client.databases.readAll().fetchAll();
+  assert.ok(dbs.some((d) => d.id === "jsroutes"));
+  const { container: co, resource: props } = await db.containers.create({
+    id: "items",
+    partitionKey: { paths: ["/pk"] },
+  });
+  assert.deepEqual(props.partitionKey.paths, ["/pk"]);
+  assert.equal(props.conflictResolutionPolicy.mode, "LastWriterWins");
+  const { resources: colls } = await db.containers.readAll().fetchAll();
+  assert.deepEqual(colls.map((c) => c.id), ["items"]);
+
+  const { resource: created } = await co.items.create({ id: "a", pk: "p", n: 1 });
+  assert.ok(created._rid && created._self && created._etag);
+  await rejects(409, () => co.items.create({ id: "a", pk: "p" }));
+  await co.items.upsert({ id: "b", pk: 42, n: 0 });
+  await co.items.upsert({ id: "with space & ü", pk: "p" });
+  assert.equal((await co.item("b", 42).read()).resource.n, 0);
+  assert.equal((await co.item("with space & ü", "p").read()).resource.pk, "p");
+  assert.equal((await co.item("a", "other").read()).statusCode, 404);
+
+  const { resource: item } = await co.item("a", "p").read();
+  const { resource: replaced } = await co
+    .item("a", "p")
+    .replace({ ...item, n: 2 }, { accessCondition: { type: "IfMatch", condition: item._etag } });
+  assert.equal(replaced.n, 2);
+  await rejects(412, () =>
+    co.item("a", "p").replace(item, { accessCondition: { type: "IfMatch", condition: item._etag } }),
+  );
+  const { resource: patched } = await co.item("a", "p").patch([
+    { op: "incr", path: "/n", value: 5 },
+    { op: "add", path: "/tags", value: ["x"] },
+  ]);
+  assert.equal(patched.n, 7);
+  assert.deepEqual(patched.tags, ["x"]);
+  await rejects(400, () => co.item("a", "p").patch([{ op: "remove", path: "/missing" }]));
+
+  const iterator = co.items.getChangeFeedIterator({ changeFeedStartFrom: (await import("@azure/cosmos")).ChangeFeedStartFrom.Beginning() });
+  const seen = [];
+  while (iterator.hasMoreResults) {
+    const page = await iterator.readNext();
+    if (page.statusCode === 304) break;
+    seen.push(...page.result.map((i) => i.id));
+  }
+  assert.deepEqual(seen.sort(), ["a", "b", "with space & ü"]);
+
+  await co.item("b", 42).delete();
+  assert.equal((await co.item("b", 42).read()).statusCode, 404);
+  const e = await rejects(400, () => co.items.query("SELECT * FROM c").fetchAll());
+  assert.match(e.message, /quer/);
+  const { resources: conflicts } = await co.conflicts.readAll().fetchAll();
+  assert.deepEqual(conflicts, []);
+  await co.delete();
+  await rejects(404, () => db.container("items").read());
+  await db.delete();
+  await rejects(404, () => client.database("jsroutes").read());
+  console.log("routes ok");
+}
+
+async function conflicts(expectedRegions) {
+  const db = client.database("shop");
+  const { resources: none } = await db.container("lww").conflicts.readAll().fetchAll();
+  assert.deepEqual(none, []);
+  const manual = db.container("manual");
+  const { resources: listed } = await manual.conflicts.readAll().fetchAll();
+  const open = listed.filter((c) => c.status === "open");
+  assert.equal(open.length, 3 * (expectedRegions - 1));
+  for (const c of open) {
+    assert.equal(c.resourceType, "document");
+    assert.ok(JSON.parse(c.content).id.startsWith("item"));
+    const { resource: one } = await manual.conflict(c.id).read();
+    assert.equal(one.id, c.id);
+  }
+  const { resource: cart } = await db.container("carts").item("cart", "p").read();
+  assert.equal(cart.lines.length, expectedRegions);
+  console.log("conflicts ok");
+}
+
+if (phase === "routes") await routes();
+else if (phase === "conflicts") await conflicts(Number(rest[0]));
+else throw new Error(`no phase ${phase}`);
