@@ -399,7 +399,14 @@ async fn create_container(
                 format!("container {name}/{id} already exists"),
             ));
         }
-        Ok(s.put_container(&name, &id, &path, policy)?.0)
+        match s.put_container(&name, &id, &path, policy)? {
+            (def, true) => Ok(def),
+            // Created by another request since the check above.
+            (_, false) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("container {name}/{id} already exists"),
+            )),
+        }
     })
     .await?;
     state.notify();
