@@ -155,52 +155,31 @@ fn key_file(root: &Path) -> PathBuf {
     key
 }
 
-fn keyed_mesh(root: &Path, key: &Path) -> Vec<Region> {
-    let names = ["west", "east", "north"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let mut regions: Vec<Region> = names
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| Region::new(root, n, *p))
-        .collect();
-    for r in regions.iter_mut() {
-        r.key = Some(key.to_path_buf());
-        r.peers = names
-            .iter()
-            .zip(&ports)
-            .filter(|(n, _)| **n != r.name)
-            .map(|(n, p)| ((*n).to_owned(), *p))
-            .collect();
-        r.start();
-    }
-    regions
+/// One keyed region, and the suite's `routes` phase run against it by `run`.
+fn routes_in_one_region(run: fn(&Path, &Region, &str, &[&str]) -> String) {
+    let root = tempfile::tempdir().expect("dir");
+    let key = key_file(root.path());
+    let mut west = Region::new(root.path(), "west", free_port());
+    west.key = Some(key.clone());
+    west.start();
+    assert!(run(&key, &west, "routes", &[]).contains("routes ok"));
 }
 
 #[test]
 fn every_route_works_through_the_python_sdk() {
-    let root = tempfile::tempdir().expect("dir");
-    let key = key_file(root.path());
-    let mut west = Region::new(root.path(), "west", free_port());
-    west.key = Some(key.clone());
-    west.start();
-    assert!(phase(&key, &west, "routes", &[]).contains("routes ok"));
+    routes_in_one_region(phase);
 }
 
 #[test]
 fn every_route_works_through_the_javascript_sdk() {
-    let root = tempfile::tempdir().expect("dir");
-    let key = key_file(root.path());
-    let mut west = Region::new(root.path(), "west", free_port());
-    west.key = Some(key.clone());
-    west.start();
-    assert!(js_phase(&key, &west, "routes", &[]).contains("routes ok"));
+    routes_in_one_region(js_phase);
 }
 
 #[test]
 fn three_regions_written_while_isolated_converge_through_both_sdks() {
     let root = tempfile::tempdir().expect("dir");
     let key = key_file(root.path());
-    let mut regions = keyed_mesh(root.path(), &key);
+    let mut regions = mesh_with_key(root.path(), Some(&key));
     phase(&key, &regions[0], "setup", &[]);
     // The cart-merge resolver, uploaded to one region through converge's own route.
     let status = agent()

@@ -241,6 +241,11 @@ pub fn converge(
 
 /// Three regions (west, east, north) pulling from each other, started.
 pub fn mesh(root: &Path) -> Vec<Region> {
+    mesh_with_key(root, None)
+}
+
+/// [`mesh`], every region (and its pulls) guarded by the key in `key`, if given.
+pub fn mesh_with_key(root: &Path, key: Option<&Path>) -> Vec<Region> {
     let names = ["west", "east", "north"];
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
     let mut regions: Vec<Region> = names
@@ -249,6 +254,7 @@ pub fn mesh(root: &Path) -> Vec<Region> {
         .map(|(n, p)| Region::new(root, n, *p))
         .collect();
     for r in regions.iter_mut() {
+        r.key = key.map(Path::to_path_buf);
         r.peers = names
             .iter()
             .zip(&ports)
