@@ -86,6 +86,17 @@ pub fn serve(
     listen: &str,
     peers: Vec<converge_server::replication::Peer>,
 ) -> anyhow::Result<String> {
+    serve_keyed(region, dir, listen, peers, None)
+}
+
+/// [`serve`], guarded by `key` (bearer, and Cosmos signatures when it is base64).
+pub fn serve_keyed(
+    region: &str,
+    dir: &std::path::Path,
+    listen: &str,
+    peers: Vec<converge_server::replication::Peer>,
+    key: Option<&str>,
+) -> anyhow::Result<String> {
     use anyhow::Context;
     let (tx, rx) = std::sync::mpsc::channel();
     let config = converge_server::ServeConfig {
@@ -93,7 +104,7 @@ pub fn serve(
         data: dir.to_path_buf(),
         listen: listen.into(),
         peers,
-        key: None,
+        key: key.map(str::to_owned),
         advertise: None,
     };
     std::thread::spawn(move || {
