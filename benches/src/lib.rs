@@ -106,6 +106,8 @@ pub fn serve_keyed(
         peers,
         key: key.map(str::to_owned),
         advertise: None,
+        tls: None,
+        peer_ca: None,
     };
     std::thread::spawn(move || {
         let r = converge_server::run(config, |addr| {

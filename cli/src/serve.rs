@@ -32,6 +32,16 @@ pub struct ServeArgs {
     /// `http://10.0.0.2:8080`; default: its listen address.
     #[arg(long, value_name = "URL")]
     advertise: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Verify peers' HTTPS certificates against the certificates in this PEM file (default:
+    /// the public web roots).
+    #[arg(long, value_name = "FILE")]
+    peer_ca: Option<PathBuf>,
 }
 
 /// Runs until SIGTERM; `Ok(true)` after a clean stop.
@@ -58,9 +68,19 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         peers: args.peers,
         key,
         advertise: args.advertise,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| converge_server::tls::TlsFiles { cert, key }),
+        peer_ca: args.peer_ca,
+    };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
     };
     converge_server::run(config, |addr| {
-        println!("listening on http://{addr}");
+        println!("listening on {scheme}://{addr}");
         let _ = std::io::stdout().flush();
     })?;
     Ok(true)

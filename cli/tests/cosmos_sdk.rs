@@ -65,7 +65,11 @@ fn js_suite() -> PathBuf {
 
 /// Runs one phase of the JavaScript suite against `region`.
 fn js_phase(key: &Path, region: &Region, phase: &str, extra: &[&str]) -> String {
-    let out = Command::new("node")
+    let mut cmd = Command::new("node");
+    if let Some(t) = &region.tls {
+        cmd.env("NODE_EXTRA_CA_CERTS", &t.cert);
+    }
+    let out = cmd
         .arg(js_suite())
         .arg(phase)
         .arg(key)
@@ -131,7 +135,11 @@ fn suite() -> PathBuf {
 /// Runs one phase of the suite against `region`; returns its stdout, panics with its output
 /// when it fails.
 fn phase(key: &Path, region: &Region, phase: &str, extra: &[&str]) -> String {
-    let out = Command::new(python())
+    let mut cmd = Command::new(python());
+    if let Some(t) = &region.tls {
+        cmd.env("CONVERGE_CA", &t.cert);
+    }
+    let out = cmd
         .arg(suite())
         .args([phase])
         .arg(key)
@@ -245,5 +253,131 @@ fn wait_until(key: &Path, regions: &[Region], done: impl Fn(&[Value]) -> bool) -
             "the regions did not agree within 60 s: {snaps:#?}"
         );
         std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`: its PEM certificate and key files.
+fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("a certificate");
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, made.cert.pem()).expect("certificate file");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("key file");
+    (cert, key)
+}
+
+#[test]
+fn the_sdks_connect_over_https_verified_and_regions_pull_over_https() {
+    let root = tempfile::tempdir().expect("dir");
+    let key = key_file(root.path());
+    let (cert, tls_key) = certificate(root.path(), "regions");
+    let (other_ca, _) = certificate(root.path(), "other");
+    let ports = [free_port(), free_port(), free_port()];
+    let mut regions: Vec<Region> = ["west", "east", "north"]
+        .iter()
+        .zip(ports)
+        .map(|(n, p)| Region::new(root.path(), n, p))
+        .collect();
+    for r in regions.iter_mut() {
+        r.key = Some(key.clone());
+        // north trusts another certificate than the one its peer shows.
+        let peer_ca = if r.name == "north" { &other_ca } else { &cert };
+        r.tls = Some(Tls {
+            cert: cert.clone(),
+            key: tls_key.clone(),
+            peer_ca: peer_ca.clone(),
+        });
+    }
+    regions[0].peers = vec![("east".into(), ports[1])];
+    regions[1].peers = vec![("west".into(), ports[0])];
+    regions[2].peers = vec![("west".into(), ports[0])];
+    for r in regions.iter_mut() {
+        r.start();
+    }
+    let said = phase(
+        &key,
+        &regions[0],
+        "tls",
+        &[other_ca.to_str().expect("path")],
+    );
+    assert!(said.contains("tls ok"), "{said}");
+    // east pulled west's write over HTTPS; the JavaScript SDK reads it there and writes.
+    assert!(js_phase(&key, &regions[1], "tls", &[]).contains("tls ok"));
+
+    // north's pulls fail verification: nothing arrives, and its metrics say the peer is down.
+    let roots = ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_pem(
+        &std::fs::read(&cert).expect("certificate"),
+    )
+    .expect("PEM certificate")]);
+    let https: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+        .build()
+        .into();
+    let metrics = |r: &Region| {
+        https
+            .get(format!("{}/metrics", r.url()))
+            .header("Authorization", format!("Bearer {EMULATOR_KEY}"))
+            .call()
+            .expect("metrics")
+            .body_mut()
+            .read_to_string()
+            .expect("metrics text")
+    };
+    let start = Instant::now();
+    loop {
+        let text = metrics(&regions[2]);
+        let errors = text
+            .lines()
+            .find(|l| l.starts_with("converge_peer_errors_total{region=\"north\",peer=\"west\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if errors > 0 {
+            assert!(
+                text.contains("converge_peer_up{region=\"north\",peer=\"west\"} 0"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, _) = answer(
+        https
+            .get(format!(
+                "{}/dbs/tls/colls/items/docs/over-https",
+                regions[2].url()
+            ))
+            .header("Authorization", format!("Bearer {EMULATOR_KEY}"))
+            .header("x-partition-key", "\"p\"")
+            .call(),
+    );
+    assert_eq!(
+        status, 404,
+        "north must not have pulled from a peer it cannot verify"
+    );
+    // west's pull from east works too: the JavaScript write arrives.
+    let start = Instant::now();
+    while answer(
+        https
+            .get(format!(
+                "{}/dbs/tls/colls/items/docs/from-js",
+                regions[0].url()
+            ))
+            .header("Authorization", format!("Bearer {EMULATOR_KEY}"))
+            .header("x-partition-key", "\"p\"")
+            .call(),
+    )
+    .0 != 200
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "from-js did not reach west"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

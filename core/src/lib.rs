@@ -51,8 +51,9 @@ pub use causal::{Clock, Context, Dot, Hlc, Incarnation, MAX_CLOCK_LEAD_MS, Regio
 pub use error::{Error, Result};
 pub use feed::{Change, ConflictRecord, ConflictStatus, Page};
 pub use model::{
-    ConflictPolicy, ContainerDef, CreationId, ItemKey, MAX_ID_BYTES, MAX_ITEM_BYTES, Operation,
-    PartitionKey, ResolverLimits, SYSTEM_CREATION, validate_name,
+    ConflictPolicy, ContainerDef, CreationId, ItemKey, MAX_ID_BYTES, MAX_ITEM_BYTES,
+    MAX_PARTITION_KEY_LEVELS, Operation, PartitionKey, ResolverLimits, SYSTEM_CREATION,
+    partition_key_at, partition_key_paths, validate_name,
 };
 pub use replicate::{Batch, Cursor, MAX_BATCH_BYTES, PROTOCOL_FORMAT, Version};
 pub use resolve::{

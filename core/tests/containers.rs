@@ -170,3 +170,86 @@ fn a_directory_keeps_its_region_name_and_every_open_is_a_new_incarnation() {
         Err(Error::InvalidInput(_))
     ));
 }
+
+/// A hierarchical partition key (`["/tenant","/user"]`): items are keyed by all of its values,
+/// replicate and conflict as any other, and a merge or write must keep every value.
+#[test]
+fn hierarchical_partition_keys_key_items_by_every_level() {
+    let (a, b) = (region("a"), region("b"));
+    let paths = r#"["/tenant","/user"]"#;
+    let def = a
+        .put_container("t", "people", paths, ConflictPolicy::Manual)
+        .expect("a hierarchical container")
+        .0;
+    assert_eq!(def.partition_key_paths(), ["/tenant", "/user"]);
+    exchange(&[&a, &b]);
+    let bob = PartitionKey::parse(r#"["acme","bob"]"#).expect("key");
+    assert_eq!(bob.components(), [json!("acme"), json!("bob")]);
+    a.create_item(
+        "t",
+        "people",
+        json!({"id": "1", "tenant": "acme", "user": "bob", "n": 1}),
+    )
+    .expect("a writes bob's 1");
+    a.create_item(
+        "t",
+        "people",
+        json!({"id": "1", "tenant": "acme", "user": "ann"}),
+    )
+    .expect("the same id under another user is another item");
+    b.create_item(
+        "t",
+        "people",
+        json!({"id": "1", "tenant": "acme", "user": "bob", "n": 2}),
+    )
+    .expect("b writes bob's 1 concurrently");
+    exchange(&[&a, &b]);
+    for s in [&a, &b] {
+        let open = s
+            .conflicts("t", "people", None, 10)
+            .expect("conflicts")
+            .items;
+        assert_eq!(open.len(), 1, "one conflict, on bob's item only");
+        assert_eq!(open[0].partition_key, bob);
+        assert_eq!(
+            s.read_item(
+                "t",
+                "people",
+                &PartitionKey::parse(r#"["acme","ann"]"#).expect("key"),
+                "1"
+            )
+            .expect("ann's item")
+            .body["user"],
+            "ann"
+        );
+    }
+    for (item, why) in [
+        (json!({"id": "2", "tenant": "acme"}), "/user"),
+        (json!({"id": "2", "tenant": "acme", "user": ["x"]}), "/user"),
+    ] {
+        let e = a.create_item("t", "people", item).expect_err("refused");
+        assert!(
+            matches!(e, Error::InvalidInput(ref m) if m.contains(why)),
+            "{e}"
+        );
+    }
+    for bad in [
+        r#"["/a"]"#,
+        r#"["/a","/a"]"#,
+        r#"["/a","/b","/c","/d"]"#,
+        r#"["/a", "/b"]"#,
+        "[1,2]",
+    ] {
+        assert!(
+            matches!(
+                a.put_container("t", "bad", bad, ConflictPolicy::default()),
+                Err(Error::InvalidDefinition(_))
+            ),
+            "{bad} must be refused"
+        );
+    }
+    assert!(
+        PartitionKey::parse(r#"[["x"],"y"]"#).is_err(),
+        "a component must be a scalar"
+    );
+}

@@ -14,6 +14,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// What is wrong, for a person.
     pub message: String,
+    /// Cosmos's sub-status (`x-ms-substatus`), where one tells an SDK what to do next: 1024
+    /// says the container was re-created, so the SDK refreshes its cache of container rids.
+    pub substatus: Option<u32>,
 }
 
 impl ApiError {
@@ -34,7 +37,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            substatus: None,
         }
+    }
+
+    /// The same error with Cosmos's sub-status `substatus` (sent as `x-ms-substatus`).
+    pub fn with_substatus(mut self, substatus: u32) -> Self {
+        self.substatus = Some(substatus);
+        self
     }
 
     /// 400 `BadRequest`.
@@ -87,6 +97,11 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"code": self.code, "message": self.message});
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if let Some(sub) = self.substatus {
+            r.headers_mut()
+                .insert("x-ms-substatus", axum::http::HeaderValue::from(sub));
+        }
+        r
     }
 }

@@ -21,6 +21,7 @@ pub mod cosmos;
 pub mod error;
 pub mod metrics;
 pub mod replication;
+pub mod tls;
 
 use api::AppState;
 use converge_core::{Durability, Store, StoreOptions, WasmResolvers};
@@ -47,8 +48,13 @@ pub struct ServeConfig {
     /// When it is base64 (a Cosmos master key) it also checks Cosmos SDKs' signatures.
     pub key: Option<String>,
     /// The endpoint this region announces in its account document (`None`: its listen
-    /// address, over http).
+    /// address, over http, or https when `tls` is set).
     pub advertise: Option<String>,
+    /// Serve HTTPS with this certificate and key (`None`: plain HTTP).
+    pub tls: Option<tls::TlsFiles>,
+    /// The certificates (PEM) that peers' HTTPS certificates are verified against; `None`:
+    /// the public web roots.
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// Why the server could not run.
@@ -60,6 +66,9 @@ pub enum ServeError {
     /// The address is not one to listen on.
     #[error("{0}")]
     Listen(String),
+    /// A certificate, key or CA file is unusable.
+    #[error("{0}")]
+    Tls(String),
     /// An I/O failure (binding, the runtime).
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -80,6 +89,14 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
             "refusing to listen on {addr} without --key-file: without a key only loopback is allowed"
         )));
     }
+    // Certificates are checked before anything is opened, so a bad file is the one error.
+    let tls_config = config
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()
+        .map_err(ServeError::Tls)?;
+    let peer_tls = tls::peer_tls(config.peer_ca.as_deref()).map_err(ServeError::Tls)?;
     let metrics = Arc::new(Metrics::default());
     let host = MeteredResolvers::new(WasmResolvers::new(), metrics.clone());
     let options = StoreOptions::new()
@@ -102,11 +119,11 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for peer in config.peers {
-        let (st, state) = (stop.clone(), state.clone());
+        let (st, state, tls) = (stop.clone(), state.clone(), peer_tls.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pull-{}", peer.name))
-                .spawn(move || replication::pull_loop(&state, peer, st))?,
+                .spawn(move || replication::pull_loop(&state, peer, tls, st))?,
         );
     }
     {
@@ -134,21 +151,37 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
         use axum::serve::ListenerExt;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
+        let scheme = if tls_config.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let own = match &config.advertise {
             Some(url) => endpoint(url),
-            None => format!("http://{bound}/"),
+            None => format!("{scheme}://{bound}/"),
         };
         state.locations = std::iter::once((config.region.clone(), own))
             .chain(peer_locations)
             .collect();
         listening(bound);
-        // Answers go out at once, not held back by Nagle's algorithm.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        let app = api::router(state);
+        match tls_config {
+            Some(tls_config) => {
+                let listener = tls::TlsListener::new(listener, tls_config, config.region.clone())?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+            None => {
+                // Answers go out at once, not held back by Nagle's algorithm.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        }
     });
     stop.store(true, Ordering::Relaxed);
     for t in threads {

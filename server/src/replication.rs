@@ -28,8 +28,10 @@ impl std::str::FromStr for Peer {
             format!("{s:?}: a peer is <region>=<url>, such as east=http://10.0.0.2:8080")
         })?;
         converge_core::RegionId::new(name).map_err(|e| format!("{s:?}: {e}"))?;
-        if !url.starts_with("http://") {
-            return Err(format!("{s:?}: the peer's URL must start with http://"));
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(format!(
+                "{s:?}: the peer's URL must start with http:// or https://"
+            ));
         }
         Ok(Peer {
             name: name.to_owned(),
@@ -52,10 +54,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// and region names; four times the cap leaves room and still bounds a broken peer.
 const MAX_BATCH_BYTES: u64 = 4 * converge_core::MAX_BATCH_BYTES as u64;
 
-/// Pulls from `peer` into the state's store until `stop` is set.
-pub fn pull_loop(state: &AppState, peer: Peer, stop: Arc<AtomicBool>) {
+/// Pulls from `peer` into the state's store until `stop` is set; an `https://` peer is verified
+/// with `tls` (see [`crate::tls::peer_tls`]).
+pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: Arc<AtomicBool>) {
     let (store, metrics, key) = (&state.store, &state.metrics, &state.key);
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_global(Some(Duration::from_secs(30)))
         .http_status_as_error(false)
         .build()

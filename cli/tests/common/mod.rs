@@ -22,7 +22,17 @@ pub struct Region {
     pub dir: PathBuf,
     pub peers: Vec<(String, u16)>,
     pub key: Option<PathBuf>,
+    /// Serve HTTPS (and pull from peers over it) with these files.
+    pub tls: Option<Tls>,
     child: Option<Child>,
+}
+
+/// A region's HTTPS files: its certificate and key, and the CA it verifies peers with.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub peer_ca: PathBuf,
 }
 
 impl Region {
@@ -34,12 +44,17 @@ impl Region {
             dir: root.join(name),
             peers: Vec::new(),
             key: None,
+            tls: None,
             child: None,
         }
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
     }
 
     /// Starts the process and waits for its `listening on` line.
@@ -50,10 +65,20 @@ impl Region {
             .arg(&self.dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)]);
         for (peer, port) in &self.peers {
-            cmd.args(["--peer", &format!("{peer}=http://127.0.0.1:{port}")]);
+            cmd.args([
+                "--peer",
+                &format!("{peer}={}://127.0.0.1:{port}", self.scheme()),
+            ]);
         }
         if let Some(k) = &self.key {
             cmd.arg("--key-file").arg(k);
+        }
+        if let Some(t) = &self.tls {
+            cmd.arg("--tls-cert")
+                .arg(&t.cert)
+                .arg("--tls-key")
+                .arg(&t.key);
+            cmd.arg("--peer-ca").arg(&t.peer_ca);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -67,7 +92,7 @@ impl Region {
             .expect("read the listening line");
         assert_eq!(
             line.trim(),
-            format!("listening on http://127.0.0.1:{}", self.port),
+            format!("listening on {}", self.url()),
             "region {} did not start",
             self.name
         );

@@ -78,6 +78,20 @@ async function routes() {
   }
   assert.deepEqual(seen.sort(), ["a", "b", "with space & ü"]);
 
+  // A hierarchical partition key: items are named by all of its values.
+  const { container: h, resource: hp } = await db.containers.create({
+    id: "tenants",
+    partitionKey: { paths: ["/tenant", "/user"], kind: "MultiHash", version: 2 },
+  });
+  assert.equal(hp.partitionKey.kind, "MultiHash");
+  await h.items.create({ id: "1", tenant: "acme", user: "bob" });
+  await h.items.create({ id: "1", tenant: "acme", user: "cy" });
+  assert.equal((await h.item("1", ["acme", "bob"]).read()).resource.user, "bob");
+  assert.equal((await h.item("1", ["acme", "ann"]).read()).statusCode, 404);
+  await h.item("1", ["acme", "cy"]).delete();
+  assert.equal((await h.item("1", ["acme", "cy"]).read()).statusCode, 404);
+  await h.delete();
+
   await co.item("b", 42).delete();
   assert.equal((await co.item("b", 42).read()).statusCode, 404);
   const e = await rejects(400, () => co.items.query("SELECT * FROM c").fetchAll());
@@ -110,6 +124,22 @@ async function conflicts(expectedRegions) {
   console.log("conflicts ok");
 }
 
+// Over HTTPS (NODE_EXTRA_CA_CERTS names the regions' certificate): what another region wrote
+// arrives, pulled over HTTPS, and this region takes a write.
+async function tls() {
+  const co = client.database("tls").container("items");
+  for (let tries = 0; ; tries++) {
+    const r = await co.item("over-https", "p").read().catch((e) => ({ statusCode: e.code }));
+    if (r.statusCode === 200) break;
+    assert.ok(tries < 100, `over-https did not arrive: ${r.statusCode}`);
+    await new Promise((done) => setTimeout(done, 300));
+  }
+  await co.items.upsert({ id: "from-js", pk: "p" });
+  assert.equal((await co.item("from-js", "p").read()).resource.id, "from-js");
+  console.log("tls ok");
+}
+
 if (phase === "routes") await routes();
+else if (phase === "tls") await tls();
 else if (phase === "conflicts") await conflicts(Number(rest[0]));
 else throw new Error(`no phase ${phase}`);

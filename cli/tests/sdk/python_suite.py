@@ -10,22 +10,39 @@ assertion or an SDK error) when converge does not behave as Cosmos DB would.
 """
 
 import json
+import os
 import sys
+import time
+from datetime import datetime, timedelta, timezone
 
 from azure.core import MatchConditions
+from azure.core.exceptions import ServiceRequestError
 from azure.cosmos import CosmosClient, PartitionKey, exceptions
+from azure.cosmos.documents import SSLConfiguration
 
 DB = "shop"
 
 
-def client(key_file, region, url):
+def ssl_config(ca):
+    """Verification against the certificates of the PEM file `ca` (for every host: the SDK
+    skips verification of localhost only when no SSL configuration is given)."""
+    config = SSLConfiguration()
+    config.SSLCaCerts = ca
+    return config
+
+
+def client(key_file, region, url, **kwargs):
     key = open(key_file).read().strip()
+    # Over HTTPS, the certificate the test made is the one trusted (CONVERGE_CA).
+    if os.environ.get("CONVERGE_CA"):
+        kwargs.setdefault("ssl_config", ssl_config(os.environ["CONVERGE_CA"]))
+    kwargs.setdefault("connection_timeout", 10)
     return CosmosClient(
         url,
         credential=key,
         preferred_locations=[region],
         multiple_write_locations=True,
-        connection_timeout=10,
+        **kwargs,
     )
 
 
@@ -105,12 +122,23 @@ def routes(c, region):
     after = co.read_item("a", partition_key="p")
     assert after["_etag"] == before["_etag"] and "ok" not in after, "a bad patch wrote nothing"
 
+    hierarchical(db)
+
     ids = sorted(i["id"] for i in co.read_all_items(max_item_count=2))
     assert ids == ["a", "b", "c", "with space & ü"], ids
 
     feed = list(co.query_items_change_feed(start_time="Beginning"))
     assert sorted(i["id"] for i in feed) == ids, feed
     assert list(co.query_items_change_feed(start_time="Now")) == []
+    # One partition key's changes: the SDK sends that key's effective partition key range.
+    by_pk = sorted(i["id"] for i in co.query_items_change_feed(partition_key="p", start_time="Beginning"))
+    assert by_pk == ["a", "with space & ü"], by_pk
+    by_range = co.query_items_change_feed(feed_range=co.feed_range_from_partition_key(42), start_time="Beginning")
+    assert [i["id"] for i in by_range] == ["b"]
+    day = timedelta(days=1)
+    assert list(co.query_items_change_feed(start_time=datetime.now(timezone.utc) + day)) == []
+    since = sorted(i["id"] for i in co.query_items_change_feed(start_time=datetime.now(timezone.utc) - day))
+    assert since == ids, since
     co.delete_item("b", partition_key=42)
     expect(exceptions.CosmosResourceNotFoundError, co.read_item, "b", partition_key=42)
     expect(exceptions.CosmosResourceNotFoundError, co.delete_item, "b", partition_key=42)
@@ -120,11 +148,75 @@ def routes(c, region):
 
     expect(exceptions.CosmosHttpResponseError, co.upsert_item, {"id": "big", "pk": "p", "x": "y" * (3 << 20)})
     assert list(co.list_conflicts()) == []
+
+    # Another client re-creates the container: this client's cached _rid is stale, converge
+    # says so (400, sub-status 1024) and the SDK refreshes its cache and writes to the new one.
+    other = client(*ARGS)
+    other_db = other.get_database_client("routes")
+    other_db.delete_container("items")
+    other_db.create_container("items", partition_key=PartitionKey(path="/pk"))
+    co.create_item({"id": "after", "pk": "p"})
+    assert [i["id"] for i in other_db.get_container_client("items").read_all_items()] == ["after"]
+
     db.delete_container("items")
     expect(exceptions.CosmosResourceNotFoundError, db.get_container_client("items").read)
     c.delete_database("routes")
     expect(exceptions.CosmosResourceNotFoundError, c.get_database_client("routes").read)
     print("routes ok")
+
+
+def hierarchical(db):
+    """A container with a hierarchical partition key: whole keys for items, prefixes for the
+    change feed."""
+    h = db.create_container(
+        "tenants", partition_key=PartitionKey(path=["/tenant", "/user"], kind="MultiHash")
+    )
+    pk = h.read()["partitionKey"]
+    assert pk["paths"] == ["/tenant", "/user"] and pk["kind"] == "MultiHash", pk
+    h.create_item({"id": "1", "tenant": "acme", "user": "bob", "n": 1})
+    h.create_item({"id": "2", "tenant": "acme", "user": "ann"})
+    h.create_item({"id": "3", "tenant": "other", "user": "bob"})
+    h.create_item({"id": "1", "tenant": "acme", "user": "cy"})
+    assert h.read_item("1", partition_key=["acme", "bob"])["n"] == 1
+    assert h.read_item("1", partition_key=["acme", "cy"])["user"] == "cy"
+    expect(exceptions.CosmosResourceNotFoundError, h.read_item, "1", partition_key=["acme", "ann"])
+    expect(exceptions.CosmosResourceExistsError, h.create_item, {"id": "1", "tenant": "acme", "user": "bob"})
+    patched = h.patch_item("1", ["acme", "bob"], [{"op": "incr", "path": "/n", "value": 1}])
+    assert patched["n"] == 2, patched
+    e = expect(
+        exceptions.CosmosHttpResponseError,
+        h.patch_item, "1", ["acme", "bob"], [{"op": "set", "path": "/user", "value": "x"}],
+    )
+    assert e.status_code == 400
+    expect(exceptions.CosmosHttpResponseError, h.create_item, {"id": "4", "tenant": "acme"})
+    h.delete_item("2", partition_key=["acme", "ann"])
+    expect(exceptions.CosmosResourceNotFoundError, h.read_item, "2", partition_key=["acme", "ann"])
+    # A prefix of the key names every item under it.
+    acme = sorted(
+        (i["id"], i.get("user")) for i in h.query_items_change_feed(partition_key=["acme"], start_time="Beginning")
+        if not i.get("_deleted")
+    )
+    assert acme == [("1", "bob"), ("1", "cy")], acme
+    whole = [i["id"] for i in h.query_items_change_feed(partition_key=["other", "bob"], start_time="Beginning")]
+    assert whole == ["3"], whole
+    db.delete_container("tenants")
+
+
+def tls(c, region, wrong_ca):
+    """Over HTTPS, verified against the regions' certificate: writes, reads, and a client that
+    trusts another certificate is refused."""
+    db = c.create_database_if_not_exists("tls")
+    co = db.create_container_if_not_exists("items", partition_key=PartitionKey(path="/pk"))
+    co.upsert_item({"id": "over-https", "pk": "p", "from": region})
+    assert co.read_item("over-https", partition_key="p")["from"] == region
+    started = time.monotonic()
+    try:
+        client(*ARGS, ssl_config=ssl_config(wrong_ca), retry_total=0, connection_timeout=5)
+    except ServiceRequestError as e:
+        assert "CERTIFICATE_VERIFY_FAILED" in str(e) or "certificate" in str(e).lower(), e
+    else:
+        raise AssertionError("a client that trusts another certificate connected")
+    print(f"tls ok (refusal took {time.monotonic() - started:.1f}s)")
 
 
 def setup(c, region):
@@ -210,8 +302,11 @@ def resolve(c, region):
 
 if __name__ == "__main__":
     phase, key_file, region, url, *rest = sys.argv[1:]
-    c = client(key_file, region, url)
+    ARGS = (key_file, region, url)
+    c = client(*ARGS)
     if phase == "conflicts":
         conflicts(c, region, int(rest[0]))
+    elif phase == "tls":
+        tls(c, region, rest[0])
     else:
         {"routes": routes, "setup": setup, "write": write, "snapshot": snapshot, "resolve": resolve}[phase](c, region)

@@ -2,6 +2,7 @@
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::fmt;
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -232,7 +233,9 @@ pub struct ContainerDef {
     /// Container name.
     #[serde(rename = "id")]
     pub name: String,
-    /// Partition key path, fixed at creation (for example `/customerId`).
+    /// Partition key path, fixed at creation (for example `/customerId`); a hierarchical key's
+    /// paths as the JSON text of their array (`["/tenant","/user"]`, see
+    /// [`partition_key_paths`]).
     pub partition_key: String,
     /// How conflicts are resolved.
     pub conflict_resolution_policy: ConflictPolicy,
@@ -243,6 +246,16 @@ pub struct ContainerDef {
 }
 
 impl ContainerDef {
+    /// The partition key's paths: one, or a hierarchical key's in order.
+    pub fn partition_key_paths(&self) -> Vec<String> {
+        partition_key_paths(&self.partition_key)
+    }
+
+    /// The partition key of an item body (an error says which path has no usable value).
+    pub fn partition_key_of(&self, body: &Value) -> Result<crate::PartitionKey> {
+        crate::model::item::partition_key_at(body, &self.partition_key)
+    }
+
     /// Checks names, partition key path and policy.
     pub fn validate(&self) -> Result<()> {
         crate::model::validate_name("database", &self.database)?;
@@ -252,18 +265,49 @@ impl ContainerDef {
     }
 }
 
-/// A partition key path is a JSON pointer to one property, such as `/customerId` or `/a/b`.
-pub(crate) fn validate_pk_path(path: &str) -> Result<()> {
-    let ok = path.starts_with('/')
-        && path.len() > 1
-        && path.len() <= 255
-        && path[1..].split('/').all(|seg| !seg.is_empty())
-        && !path.starts_with("/_");
+/// The paths of a partition key definition: one path (`/customerId`), or a hierarchical key's
+/// paths, kept as the JSON text of their array (`["/tenant","/user"]`; no single path starts
+/// with `[`). See [`ContainerDef::partition_key`].
+pub fn partition_key_paths(definition: &str) -> Vec<String> {
+    if definition.starts_with('[') {
+        serde_json::from_str(definition).unwrap_or_default()
+    } else {
+        vec![definition.to_owned()]
+    }
+}
+
+/// The most levels of a hierarchical partition key (as Cosmos DB).
+pub const MAX_PARTITION_KEY_LEVELS: usize = 3;
+
+/// A partition key path is a JSON pointer to one property, such as `/customerId` or `/a/b`; a
+/// hierarchical definition is a JSON array of 2 to 3 distinct such paths.
+pub(crate) fn validate_pk_path(definition: &str) -> Result<()> {
+    let one = |path: &str| {
+        path.starts_with('/')
+            && path.len() > 1
+            && path.len() <= 255
+            && path[1..].split('/').all(|seg| !seg.is_empty())
+            && !path.starts_with("/_")
+    };
+    let ok = if definition.starts_with('[') {
+        match serde_json::from_str::<Vec<String>>(definition) {
+            Ok(paths) => {
+                let distinct: std::collections::BTreeSet<&String> = paths.iter().collect();
+                (2..=MAX_PARTITION_KEY_LEVELS).contains(&paths.len())
+                    && distinct.len() == paths.len()
+                    && paths.iter().all(|p| one(p))
+                    && serde_json::to_string(&paths).ok().as_deref() == Some(definition)
+            }
+            Err(_) => false,
+        }
+    } else {
+        one(definition)
+    };
     if ok {
         Ok(())
     } else {
         Err(Error::InvalidDefinition(format!(
-            "partition key path {path:?} must be a JSON pointer like \"/customerId\" to a user property"
+            "partition key path {definition:?} must be a JSON pointer like \"/customerId\" to a user property, or a hierarchical key's 2 to {MAX_PARTITION_KEY_LEVELS} such paths as a JSON array like [\"/tenant\",\"/user\"]"
         )))
     }
 }

@@ -51,12 +51,39 @@ impl PartitionKey {
         }
     }
 
-    /// Parses the JSON text of a partition key value (as the `x-partition-key` header gives it).
+    /// A hierarchical key from its components (one component: the same as [`Self::from_value`]).
+    /// Two or more are kept as a JSON array, `["acme","bob"]`, which no single-path key can be.
+    pub fn from_components(components: &[Value]) -> Result<Self> {
+        match components {
+            [] => Err(Error::invalid("a partition key needs at least one value")),
+            [one] => Self::from_value(one),
+            many => {
+                for c in many {
+                    Self::from_value(c)?;
+                }
+                Ok(PartitionKey(Value::Array(many.to_vec()).to_string()))
+            }
+        }
+    }
+
+    /// Parses the JSON text of a partition key value (as the `x-partition-key` header gives it):
+    /// a value, or a hierarchical key's array of values.
     pub fn parse(json: &str) -> Result<Self> {
         let v: Value = serde_json::from_str(json).map_err(|e| {
             Error::invalid(format!("partition key {json:?} is not a JSON value: {e}"))
         })?;
-        Self::from_value(&v)
+        match &v {
+            Value::Array(components) => Self::from_components(components),
+            one => Self::from_value(one),
+        }
+    }
+
+    /// The key's components: one value, or a hierarchical key's values in order.
+    pub fn components(&self) -> Vec<Value> {
+        match self.to_value() {
+            Value::Array(components) => components,
+            one => vec![one],
+        }
     }
 
     /// The canonical JSON text.
@@ -138,6 +165,25 @@ pub(crate) fn strip_system_properties(obj: &mut Map<String, Value>) {
 }
 
 /// Validates a user item for a container with the given partition key path.
+/// The partition key of `body` under a container's partition key definition: one path
+/// (`/customerId`), or a hierarchical key's paths as a JSON array (`["/tenant","/user"]`).
+pub fn partition_key_at(body: &Value, definition: &str) -> Result<PartitionKey> {
+    let one = |path: &str| match body.pointer(path) {
+        Some(v) => PartitionKey::from_value(v).map(|_| v.clone()).map_err(|_| {
+            Error::invalid(format!(
+                "the partition key at {path} must be a string, number, boolean or null, got {}",
+                kind_of(v)
+            ))
+        }),
+        None => Err(Error::invalid(format!(
+            "the item has no partition key value at {path}"
+        ))),
+    };
+    let paths = crate::model::partition_key_paths(definition);
+    let components = paths.iter().map(|p| one(p)).collect::<Result<Vec<_>>>()?;
+    PartitionKey::from_components(&components)
+}
+
 pub(crate) fn validate_item(item: Value, pk_path: &str) -> Result<ValidItem> {
     let Value::Object(mut obj) = item else {
         return Err(Error::invalid(format!(
@@ -158,19 +204,7 @@ pub(crate) fn validate_item(item: Value, pk_path: &str) -> Result<ValidItem> {
     };
     validate_id(&id)?;
     let obj = Value::Object(obj);
-    let pk = match obj.pointer(pk_path) {
-        Some(v) => PartitionKey::from_value(v).map_err(|_| {
-            Error::invalid(format!(
-                "the partition key at {pk_path} must be a string, number, boolean or null, got {}",
-                kind_of(v)
-            ))
-        })?,
-        None => {
-            return Err(Error::invalid(format!(
-                "the item has no partition key value at {pk_path}"
-            )));
-        }
-    };
+    let pk = partition_key_at(&obj, pk_path)?;
     let body = serde_json::to_string(&obj).map_err(|e| Error::invalid(e.to_string()))?;
     if body.len() > MAX_ITEM_BYTES {
         return Err(Error::TooLarge {

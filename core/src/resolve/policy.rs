@@ -169,8 +169,8 @@ fn check_merge(body: String, id: &str, pk: &PartitionKey, pk_path: &str) -> Outc
         return Outcome::Failed(reason::invalid_output("merge changes the id"));
     }
     let obj = Value::Object(obj);
-    match obj.pointer(pk_path).map(PartitionKey::from_value) {
-        Some(Ok(p)) if &p == pk => {}
+    match crate::model::partition_key_at(&obj, pk_path) {
+        Ok(p) if &p == pk => {}
         _ => return Outcome::Failed(reason::invalid_output("merge changes the partition key")),
     }
     match serde_json::to_string(&obj) {

@@ -4,6 +4,7 @@
 //! routes, so both dialects reach it. See docs/cosmos-compatibility.md.
 
 pub mod auth;
+pub mod epk;
 mod patch;
 pub mod shape;
 
@@ -204,8 +205,9 @@ fn def_of(store: &Store, db: &str, coll: &str) -> Result<ContainerDef, ApiError>
     .into())
 }
 
-/// `x-ms-documentdb-partitionkey`: a JSON array of one value.
-fn partition_key(headers: &HeaderMap) -> Result<Option<PartitionKey>, ApiError> {
+/// `x-ms-documentdb-partitionkey`: a JSON array of the key's values (one, or a hierarchical
+/// key's; a prefix of them where the route allows one).
+fn pk_header(headers: &HeaderMap) -> Result<Option<Vec<Value>>, ApiError> {
     let Some(raw) = headers.get("x-ms-documentdb-partitionkey") else {
         return Ok(None);
     };
@@ -215,28 +217,65 @@ fn partition_key(headers: &HeaderMap) -> Result<Option<PartitionKey>, ApiError> 
         )
     })?;
     match v {
-        Value::Array(a) if a.len() == 1 => match &a[0] {
-            Value::Object(o) if o.is_empty() => Err(ApiError::bad_request(
-                "the item has no value at the container's partition key path (an undefined partition key is not supported)",
-            )),
-            one => Ok(Some(PartitionKey::from_value(one)?)),
-        },
-        Value::Array(a) if a.len() > 1 => Err(ApiError::bad_request(
-            "hierarchical partition keys are not supported yet: the container has one partition key path",
-        )),
+        Value::Array(a) if !a.is_empty() => {
+            for c in &a {
+                match c {
+                    Value::Object(o) if o.is_empty() => {
+                        return Err(ApiError::bad_request(
+                            "the item has no value at the container's partition key path (an undefined partition key is not supported)",
+                        ));
+                    }
+                    other => {
+                        PartitionKey::from_value(other)?;
+                    }
+                }
+            }
+            Ok(Some(a))
+        }
         _ => Err(ApiError::bad_request(
-            "x-ms-documentdb-partitionkey must be a JSON array of one value, such as [\"alice\"]",
+            "x-ms-documentdb-partitionkey must be a JSON array of the key's values, such as [\"alice\"]",
         )),
     }
 }
 
+/// The header's values as one whole partition key of the container.
+fn whole_key(def: &ContainerDef, components: &[Value]) -> Result<PartitionKey, ApiError> {
+    let levels = def.partition_key_paths().len();
+    if components.len() != levels {
+        return Err(ApiError::bad_request(format!(
+            "the container's partition key has {levels} path(s) {}; x-ms-documentdb-partitionkey gives {} value(s)",
+            def.partition_key,
+            components.len()
+        )));
+    }
+    Ok(PartitionKey::from_components(components)?)
+}
+
+/// The whole partition key the header names, if it names one.
+fn partition_key(
+    headers: &HeaderMap,
+    def: &ContainerDef,
+) -> Result<Option<PartitionKey>, ApiError> {
+    pk_header(headers)?.map(|c| whole_key(def, &c)).transpose()
+}
+
 fn require_pk(headers: &HeaderMap, def: &ContainerDef, id: &str) -> Result<PartitionKey, ApiError> {
-    match partition_key(headers)? {
+    match partition_key(headers, def)? {
         Some(pk) => Ok(pk),
         None if def.partition_key == "/id" => Ok(PartitionKey::from(id)),
         None => Err(ApiError::bad_request(
             "the x-ms-documentdb-partitionkey header is required for this operation",
         )),
+    }
+}
+
+/// The effective partition key of an item's key under its container's definition.
+fn effective_key(def: &ContainerDef, pk: &PartitionKey) -> String {
+    let components = pk.components();
+    if def.partition_key_paths().len() > 1 {
+        epk::multi_hash(&components)
+    } else {
+        epk::hash_v2(components.first().unwrap_or(&Value::Null))
     }
 }
 
@@ -346,25 +385,29 @@ fn container_body(
         .ok_or_else(|| {
             ApiError::bad_request("the container needs partitionKey.paths, such as [\"/pk\"]")
         })?;
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|p| p.as_str().map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            ApiError::bad_request("partitionKey.paths must be strings, such as [\"/pk\"]")
+        })?;
     let path = match paths.as_slice() {
-        [Value::String(p)] => p.clone(),
-        [_, _, ..] => {
+        [] => {
             return Err(ApiError::bad_request(
-                "hierarchical partition keys are not supported yet: give one partition key path",
+                "partitionKey.paths must hold a path, such as [\"/pk\"]",
             ));
         }
-        _ => {
-            return Err(ApiError::bad_request(
-                "partitionKey.paths must hold one path, such as [\"/pk\"]",
-            ));
-        }
+        [one] => one.clone(),
+        // A hierarchical key: converge keeps its paths as the JSON text of their array.
+        many => serde_json::to_string(many).map_err(|e| ApiError::internal(e.to_string()))?,
     };
     if let Some(kind) = v.pointer("/partitionKey/kind").and_then(Value::as_str)
         && !kind.eq_ignore_ascii_case("hash")
         && !kind.eq_ignore_ascii_case("multihash")
     {
         return Err(ApiError::bad_request(format!(
-            "partitionKey.kind {kind:?} is not supported: use Hash"
+            "partitionKey.kind {kind:?} is not supported: use Hash (or MultiHash for hierarchical keys)"
         )));
     }
     for unsupported in ["defaultTtl", "uniqueKeyPolicy", "analyticalStorageTtl"] {
@@ -522,16 +565,7 @@ async fn post_doc(
     let (def, item, created) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
         check_intended(&headers, &def)?;
-        if let Some(pk) = partition_key(&headers)? {
-            let given = item.pointer(&def.partition_key).cloned();
-            if given.map(|g| PartitionKey::from_value(&g).ok()) != Some(Some(pk.clone())) {
-                return Err(ApiError::bad_request(format!(
-                    "the partition key {} of the header is not the item's value at {}",
-                    pk.as_json(),
-                    def.partition_key
-                )));
-            }
-        }
+        check_body_pk(&headers, &def, &item)?;
         let (item, created) = if upsert {
             s.upsert_item(&def.database, &def.name, item)?
         } else {
@@ -561,19 +595,36 @@ fn item_answer(
     with_session(r, &state.store, def)
 }
 
+/// A written item's partition key must be the header's, when the request sends one.
+fn check_body_pk(headers: &HeaderMap, def: &ContainerDef, item: &Value) -> Result<(), ApiError> {
+    if let Some(pk) = partition_key(headers, def)? {
+        let given = def.partition_key_of(item)?;
+        if given != pk {
+            return Err(ApiError::bad_request(format!(
+                "the partition key {} of the header is not the item's {} at {}",
+                pk.as_json(),
+                given.as_json(),
+                def.partition_key
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `x-ms-cosmos-intended-collection-rid`: the container the client means, which must still be
 /// the one the name shows (not a re-creation).
 fn check_intended(headers: &HeaderMap, def: &ContainerDef) -> Result<(), ApiError> {
     match headers.get("x-ms-cosmos-intended-collection-rid") {
-        Some(rid) if rid.as_bytes() != shape::coll_rid(def).as_bytes() => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+        Some(rid) if rid.as_bytes() != shape::coll_rid(def).as_bytes() => Err(ApiError::bad_request(
             format!(
                 "the container {}/{} is not the one the request was meant for (its _rid is {}): it was re-created",
                 def.database,
                 def.name,
                 shape::coll_rid(def)
             ),
-        )),
+        )
+        // The SDKs refresh their container cache on 400/1024 and retry once.
+        .with_substatus(1024)),
         _ => Ok(()),
     }
 }
@@ -613,6 +664,7 @@ async fn replace_doc(
     let (def, item) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
         check_intended(&headers, &def)?;
+        check_body_pk(&headers, &def, &item)?;
         let item = s.replace_item(&def.database, &def.name, &id, item, if_match.as_deref())?;
         Ok((def, item))
     })
@@ -674,7 +726,7 @@ async fn patch_doc(
                 }
                 .into());
             }
-            let patched = patch::apply(&ops, current.body, &def.partition_key)?;
+            let patched = patch::apply(&ops, current.body, &def.partition_key_paths())?;
             match s.replace_item(&def.database, &def.name, &id, patched, Some(&current.etag)) {
                 Ok(item) => return Ok((def, item)),
                 Err(converge_core::Error::PreconditionFailed { .. }) if if_match.is_none() => {}
@@ -705,10 +757,15 @@ async fn read_docs(
     if incremental {
         return change_feed(state, db, coll, headers, max).await;
     }
+    if let Some(mode) = text_header(&headers, "a-im")? {
+        return Err(ApiError::bad_request(format!(
+            "A-IM {mode:?} is not supported: converge serves the latest-version change feed (A-IM: Incremental feed); all versions and deletes mode is not supported"
+        )));
+    }
     let continuation = text_header(&headers, "x-ms-continuation")?;
     let (def, page) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
-        let pk = partition_key(&headers)?;
+        let pk = partition_key(&headers, &def)?;
         let page = s.list_items(
             &def.database,
             &def.name,
@@ -734,6 +791,96 @@ async fn read_docs(
     Ok(with_session(r, &state.store, &def))
 }
 
+/// The change feed's filters besides the container: a partition key (header), an effective
+/// partition key range (`x-ms-start-epk`/`x-ms-end-epk`, which the SDKs send for a partition key
+/// or a feed range), and a start time (`If-Modified-Since`, compared with `_ts`).
+struct FeedFilter {
+    /// The header's values: a whole key, or a prefix of a hierarchical one.
+    pk: Option<Vec<PartitionKey>>,
+    epk: Option<(String, String)>,
+    since_ts: Option<u64>,
+}
+
+impl FeedFilter {
+    fn from_headers(headers: &HeaderMap, def: &ContainerDef) -> Result<Self, ApiError> {
+        let epk = match (
+            text_header(headers, "x-ms-start-epk")?,
+            text_header(headers, "x-ms-end-epk")?,
+        ) {
+            (None, None) => None,
+            (Some(s), Some(e)) => Some((s, e)),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "x-ms-start-epk and x-ms-end-epk come together",
+                ));
+            }
+        };
+        let since_ts = text_header(headers, "if-modified-since")?
+            .map(|t| {
+                httpdate::parse_http_date(&t)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "If-Modified-Since {t:?} is not an HTTP date such as \"Tue, 01 Dec 2026 10:00:00 GMT\""
+                        ))
+                    })
+            })
+            .transpose()?;
+        let pk = match pk_header(headers)? {
+            Some(c) if c.len() > def.partition_key_paths().len() => {
+                return Err(ApiError::bad_request(format!(
+                    "x-ms-documentdb-partitionkey gives {} values; the container's partition key {} has fewer paths",
+                    c.len(),
+                    def.partition_key
+                )));
+            }
+            Some(c) => Some(
+                c.iter()
+                    .map(PartitionKey::from_value)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        Ok(FeedFilter { pk, epk, since_ts })
+    }
+
+    fn keeps(&self, def: &ContainerDef, change: &converge_core::Change) -> bool {
+        let (key, ts) = match change {
+            converge_core::Change::Upsert(v) => (
+                def.partition_key_of(v).ok(),
+                v.get("_ts").and_then(Value::as_u64),
+            ),
+            converge_core::Change::Delete { partition_key, .. } => {
+                (Some(partition_key.clone()), None)
+            }
+        };
+        let Some(key) = key else { return false };
+        if let Some(wanted) = &self.pk {
+            let have = key.components();
+            let prefix = wanted.len() <= have.len()
+                && wanted
+                    .iter()
+                    .zip(&have)
+                    .all(|(w, h)| PartitionKey::from_value(h).ok().as_ref() == Some(w));
+            if !prefix {
+                return false;
+            }
+        }
+        if let Some((start, end)) = &self.epk
+            && !epk::in_range(&effective_key(def, &key), start, end)
+        {
+            return false;
+        }
+        // A delete carries no time: it is kept (it happened after every version it removed).
+        match (self.since_ts, ts) {
+            (Some(since), Some(ts)) => ts >= since,
+            _ => true,
+        }
+    }
+}
+
 async fn change_feed(
     state: AppState,
     db: String,
@@ -744,27 +891,26 @@ async fn change_feed(
     let since = text_header(&headers, "if-none-match")?;
     let (def, page) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
-        let pk = partition_key(&headers)?;
-        let since = match since.as_deref() {
+        let filter = FeedFilter::from_headers(&headers, &def)?;
+        let mut since = match since.as_deref() {
             None => None,
             Some("*") => Some(s.log_head().to_string()),
             Some(etag) => Some(etag.trim_matches('"').to_owned()),
         };
-        let mut page = s.changes(&def.database, &def.name, since.as_deref(), max)?;
-        if let Some(pk) = pk {
-            page.items.retain(|c| match c {
-                converge_core::Change::Upsert(v) => {
-                    v.pointer(&def.partition_key)
-                        .and_then(|x| PartitionKey::from_value(x).ok())
-                        == Some(pk.clone())
-                }
-                converge_core::Change::Delete { partition_key, .. } => *partition_key == pk,
-            });
+        // Pages whose changes the filter drops all are skipped: an empty answer (304) means
+        // caught up, so it is given only when nothing after `since` passes.
+        loop {
+            let mut page = s.changes(&def.database, &def.name, since.as_deref(), max)?;
+            let caught_up = page.items.is_empty();
+            page.items.retain(|c| filter.keeps(&def, c));
+            if page.continuation.is_none() {
+                page.continuation = since;
+            }
+            if caught_up || !page.items.is_empty() {
+                return Ok((def, page));
+            }
+            since = page.continuation;
         }
-        if page.continuation.is_none() {
-            page.continuation = since;
-        }
-        Ok((def, page))
     })
     .await?;
     let etag = format!("\"{}\"", page.continuation.as_deref().unwrap_or("0"));

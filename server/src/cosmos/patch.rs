@@ -163,16 +163,17 @@ fn take(doc: &mut Value, path: &str) -> Result<Value, ApiError> {
     }
 }
 
-fn protected(path: &str, pk_path: &str) -> bool {
+fn protected(path: &str, pk_paths: &[String]) -> bool {
     let first = path.split('/').nth(1).unwrap_or_default();
     path == "/id"
-        || path == pk_path
-        || pk_path.starts_with(&format!("{path}/"))
+        || pk_paths
+            .iter()
+            .any(|pk| path == pk || pk.starts_with(&format!("{path}/")))
         || first.starts_with('_')
 }
 
 /// Applies the operations to an item body (as read), or refuses them all.
-pub(crate) fn apply(ops: &[Op], mut doc: Value, pk_path: &str) -> Result<Value, ApiError> {
+pub(crate) fn apply(ops: &[Op], mut doc: Value, pk_paths: &[String]) -> Result<Value, ApiError> {
     if let Value::Object(o) = &mut doc {
         o.retain(|k, _| !k.starts_with('_'));
     }
@@ -183,7 +184,7 @@ pub(crate) fn apply(ops: &[Op], mut doc: Value, pk_path: &str) -> Result<Value, 
                 vec![p]
             }
         };
-        if let Some(p) = touched.into_iter().find(|p| protected(p, pk_path)) {
+        if let Some(p) = touched.into_iter().find(|p| protected(p, pk_paths)) {
             return Err(bad(format!(
                 "{p} cannot be patched: the id, the partition key and system properties are fixed"
             )));
@@ -229,7 +230,11 @@ mod tests {
     use serde_json::json;
 
     fn run(ops: Value, doc: Value) -> Result<Value, ApiError> {
-        apply(&parse(&json!({"operations": ops}))?, doc, "/pk")
+        apply(
+            &parse(&json!({"operations": ops}))?,
+            doc,
+            &["/pk".to_owned()],
+        )
     }
 
     #[test]

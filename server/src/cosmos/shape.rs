@@ -81,9 +81,11 @@ pub fn policy(def: &ContainerDef) -> Value {
 /// A container as Cosmos returns it.
 pub fn container(def: &ContainerDef) -> Value {
     let (db, rid) = (db_rid(&def.database), coll_rid(def));
+    let paths = def.partition_key_paths();
+    let kind = if paths.len() > 1 { "MultiHash" } else { "Hash" };
     json!({
         "id": def.name,
-        "partitionKey": {"paths": [def.partition_key], "kind": "Hash", "version": 2},
+        "partitionKey": {"paths": paths, "kind": kind, "version": 2},
         "conflictResolutionPolicy": policy(def),
         "indexingPolicy": {
             "indexingMode": "consistent",
@@ -107,10 +109,9 @@ pub fn container(def: &ContainerDef) -> Value {
 /// An item body as Cosmos returns it: the store's body (with `_ts`, `_etag`, `_lsn`) and
 /// `_rid`, `_self`, `_attachments`.
 pub fn item(def: &ContainerDef, mut body: Value) -> Value {
-    let pk = body
-        .pointer(&def.partition_key)
-        .map(Value::to_string)
-        .unwrap_or_else(|| "null".into());
+    let pk = def
+        .partition_key_of(&body)
+        .map_or_else(|_| "null".to_owned(), |k| k.as_json().to_owned());
     let id = body
         .get("id")
         .and_then(Value::as_str)
