@@ -212,3 +212,57 @@ async fn the_all_versions_and_deletes_feed_is_refused() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test]
+async fn database_and_container_lists_page_and_containers_have_a_time() {
+    let state = region();
+    for i in 0..4 {
+        state
+            .store
+            .create_database(&format!("more{i}"))
+            .expect("database");
+    }
+    let mut seen = Vec::new();
+    let mut continuation: Option<String> = None;
+    loop {
+        let mut headers = vec![("x-ms-max-item-count", "2")];
+        if let Some(c) = &continuation {
+            headers.push(("x-ms-continuation", c));
+        }
+        let (status, h, body) = send(&state, "GET", "/dbs/", &headers, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let page = body["Databases"].as_array().expect("databases").clone();
+        assert!(page.len() <= 2);
+        seen.extend(
+            page.iter()
+                .map(|d| d["id"].as_str().unwrap_or_default().to_owned()),
+        );
+        match h.get("x-ms-continuation") {
+            Some(c) => continuation = Some(c.to_str().expect("text").to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["db", "more0", "more1", "more2", "more3"]);
+    let (status, _, _) = send(
+        &state,
+        "GET",
+        "/dbs/",
+        &[("x-ms-continuation", "nope")],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (_, _, colls) = send(&state, "GET", "/dbs/db/colls/", &[], None).await;
+    let ts = colls["DocumentCollections"][0]["_ts"]
+        .as_u64()
+        .expect("_ts");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        now.abs_diff(ts) < 60,
+        "_ts {ts} is not the definition's time ({now})"
+    );
+}

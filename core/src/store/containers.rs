@@ -117,6 +117,18 @@ impl Store {
     pub fn all_containers(&self) -> Result<Vec<ContainerDef>> {
         self.read_tx(|kv, _| defs::list_defs(kv, None))
     }
+
+    /// When the visible definition of `database/name` was written (HLC seconds; 0 when no live
+    /// definition shows).
+    pub fn container_ts(&self, database: &str, name: &str) -> Result<u64> {
+        self.read_tx(|kv, _| {
+            let rec = load_item(kv, &item_key(SYSTEM_CREATION, &def_key(database, name)))?;
+            Ok(rec
+                .as_ref()
+                .and_then(super::databases::live_ts)
+                .unwrap_or(0))
+        })
+    }
 }
 
 /// Drops `database/name` within a transaction (see [`Store::drop_container`]).

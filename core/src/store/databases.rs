@@ -59,8 +59,8 @@ pub(crate) fn check_body(key: &ItemKey, body: &str) -> Result<()> {
     Ok(())
 }
 
-/// The seconds of the visible version of a database item, if it is live.
-fn live_ts(rec: &ItemRecord) -> Option<u64> {
+/// The seconds of the visible version of a database (or definition) item, if it is live.
+pub(super) fn live_ts(rec: &ItemRecord) -> Option<u64> {
     match rec.shown {
         Shown::Sibling(i) => rec
             .siblings

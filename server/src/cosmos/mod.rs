@@ -310,13 +310,48 @@ fn listing(kind: &str, rid: &str, items: Vec<Value>) -> Value {
     json!({"_rid": rid, kind: items, "_count": items.len()})
 }
 
-async fn list_databases(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// One page of a short list held in memory (databases, containers): `x-ms-max-item-count`
+/// items after the `x-ms-continuation` offset; the answer carries the next offset.
+fn paged_listing(
+    headers: &HeaderMap,
+    kind: &str,
+    rid: &str,
+    items: Vec<Value>,
+) -> Result<Response, ApiError> {
+    let from = match text_header(headers, "x-ms-continuation")? {
+        None => 0,
+        Some(c) => c.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "x-ms-continuation {c:?} is not a token of this list"
+            ))
+        })?,
+    };
+    let max = max_items(headers);
+    let total = items.len();
+    let page: Vec<Value> = items.into_iter().skip(from).take(max).collect();
+    let next = from.saturating_add(page.len());
+    let mut r = json_response(StatusCode::OK, listing(kind, rid, page));
+    if next < total {
+        set_header(&mut r, "x-ms-continuation", &next.to_string());
+    }
+    Ok(r)
+}
+
+/// A container as Cosmos returns it, with the time of its visible definition.
+fn container_json(s: &Store, def: &ContainerDef) -> Result<Value, ApiError> {
+    Ok(shape::container(
+        def,
+        s.container_ts(&def.database, &def.name)?,
+    ))
+}
+
+async fn list_databases(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let list = blocking(&state, |s| Ok(s.databases()?)).await?;
     let items = list.iter().map(shape::database).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        listing("Databases", "", items),
-    ))
+    paged_listing(&headers, "Databases", "", items)
 }
 
 async fn create_database(
@@ -359,18 +394,19 @@ async fn delete_database(
 async fn list_containers(
     State(state): State<AppState>,
     Path(db): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (rid, defs) = blocking(&state, move |s| {
+    let (rid, items) = blocking(&state, move |s| {
         let name = db_name(s, &db)?;
         let defs = s.containers(&name).unwrap_or_default();
-        Ok((shape::db_rid(&name), defs))
+        let items = defs
+            .iter()
+            .map(|d| container_json(s, d))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((shape::db_rid(&name), items))
     })
     .await?;
-    let items = defs.iter().map(shape::container).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        listing("DocumentCollections", &rid, items),
-    ))
+    paged_listing(&headers, "DocumentCollections", &rid, items)
 }
 
 /// A container body as converge's definition: the partition key path and the policy.
@@ -443,7 +479,7 @@ async fn create_container(
             ));
         }
         match s.put_container(&name, &id, &path, policy)? {
-            (def, true) => Ok(def),
+            (def, true) => container_json(s, &def),
             // Created by another request since the check above.
             (_, false) => Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -453,16 +489,21 @@ async fn create_container(
     })
     .await?;
     state.notify();
-    Ok(json_response(StatusCode::CREATED, shape::container(&def)))
+    Ok(json_response(StatusCode::CREATED, def))
 }
 
 async fn read_container(
     State(state): State<AppState>,
     Path((db, coll)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let def = blocking(&state, move |s| def_of(s, &db, &coll)).await?;
+    let (def, body) = blocking(&state, move |s| {
+        let def = def_of(s, &db, &coll)?;
+        let body = container_json(s, &def)?;
+        Ok((def, body))
+    })
+    .await?;
     Ok(with_session(
-        json_response(StatusCode::OK, shape::container(&def)),
+        json_response(StatusCode::OK, body),
         &state.store,
         &def,
     ))
@@ -484,11 +525,12 @@ async fn replace_container(
                 old.name
             )));
         }
-        Ok(s.put_container(&old.database, &old.name, &path, policy)?.0)
+        let def = s.put_container(&old.database, &old.name, &path, policy)?.0;
+        container_json(s, &def)
     })
     .await?;
     state.notify();
-    Ok(json_response(StatusCode::OK, shape::container(&def)))
+    Ok(json_response(StatusCode::OK, def))
 }
 
 async fn delete_container(

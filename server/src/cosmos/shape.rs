@@ -78,8 +78,8 @@ pub fn policy(def: &ContainerDef) -> Value {
     }
 }
 
-/// A container as Cosmos returns it.
-pub fn container(def: &ContainerDef) -> Value {
+/// A container as Cosmos returns it; `ts` is when its definition was written (seconds).
+pub fn container(def: &ContainerDef, ts: u64) -> Value {
     let (db, rid) = (db_rid(&def.database), coll_rid(def));
     let paths = def.partition_key_paths();
     let kind = if paths.len() > 1 { "MultiHash" } else { "Hash" };
@@ -96,7 +96,7 @@ pub fn container(def: &ContainerDef) -> Value {
         "_rid": rid,
         "_self": format!("dbs/{db}/colls/{rid}/"),
         "_etag": format!("\"{}\"", def.creation_id),
-        "_ts": 0,
+        "_ts": ts,
         "_docs": "docs/",
         "_sprocs": "sprocs/",
         "_triggers": "triggers/",
