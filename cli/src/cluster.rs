@@ -1,5 +1,6 @@
 //! `converge demo` on real regions: three `converge serve` processes on loopback (free ports),
-//! driven over HTTP. Replication is cut by restarting the regions without their peers, and
+//! driven through the Cosmos DB API as an application's SDK drives it: every request signed
+//! with a master key made for the run, partition keys in `x-ms-documentdb-partitionkey`. Replication is cut by restarting the regions without their peers, and
 //! healed by restarting them with their peers; the report then reads the regions' stores from
 //! disk, after the servers stopped cleanly.
 
@@ -9,6 +10,7 @@ use crate::demo::{
 use anyhow::{Context, Result, bail};
 use converge_core::sim::Rng;
 use converge_core::{ConflictPolicy, Store, StoreOptions, WasmResolvers};
+use converge_server::cosmos::auth::MasterKey;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,9 @@ struct Server {
 struct Cluster {
     exe: PathBuf,
     servers: Vec<Server>,
+    /// The master key file every region is started with.
+    key_file: PathBuf,
+    key: String,
 }
 
 impl Cluster {
@@ -49,7 +54,17 @@ impl Cluster {
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(Cluster { exe, servers })
+        let key = master_key()?;
+        let key_file = root.join("master-key");
+        std::fs::create_dir_all(root)
+            .and_then(|()| std::fs::write(&key_file, &key))
+            .with_context(|| format!("writing {}", key_file.display()))?;
+        Ok(Cluster {
+            exe,
+            servers,
+            key_file,
+            key,
+        })
     }
 
     /// Starts every region, pulling from the others when `peers`.
@@ -59,7 +74,9 @@ impl Cluster {
             let mut cmd = Command::new(&self.exe);
             cmd.args(["serve", "--region", s.name, "--data"])
                 .arg(&s.dir)
-                .args(["--listen", &format!("127.0.0.1:{}", s.port)]);
+                .args(["--listen", &format!("127.0.0.1:{}", s.port)])
+                .arg("--key-file")
+                .arg(&self.key_file);
             if peers {
                 for (name, port) in all.iter().filter(|(n, _)| *n != s.name) {
                     cmd.args(["--peer", &format!("{name}=http://127.0.0.1:{port}")]);
@@ -103,7 +120,7 @@ impl Cluster {
     fn clients(&self) -> Vec<Http> {
         self.servers
             .iter()
-            .map(|s| Http::new(s.name, s.port))
+            .map(|s| Http::new(s.name, s.port, &self.key))
             .collect()
     }
 }
@@ -122,15 +139,30 @@ impl Drop for Cluster {
 /// What regions must agree on in a container: (id, etag) of visible items, open record ids.
 type ContainerState = (Vec<(String, String)>, Vec<String>);
 
-/// A region's HTTP API, as an application calls it.
+/// A fresh master key (64 random bytes, base64), as a Cosmos account has.
+fn master_key() -> Result<String> {
+    use base64::Engine;
+    use std::io::Read;
+    let mut bytes = [0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the demo's master key")?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// A region's Cosmos DB API, as an application's SDK calls it.
 struct Http {
     name: &'static str,
     base: String,
+    key: MasterKey,
     agent: ureq::Agent,
 }
 
+/// An answer: status, JSON body (Null when empty), and the continuation of a list.
+type Answer = (u16, Value, Option<String>);
+
 impl Http {
-    fn new(name: &'static str, port: u16) -> Self {
+    fn new(name: &'static str, port: u16, key: &str) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -138,22 +170,71 @@ impl Http {
             .into();
         Http {
             name,
-            base: format!("http://127.0.0.1:{port}/dbs/{DB}/colls"),
+            base: format!("http://127.0.0.1:{port}"),
+            // The key was made by `master_key`: base64 of 64 bytes.
+            key: MasterKey::from_base64(key).unwrap_or_else(|| unreachable!("base64 key")),
             agent,
         }
     }
 
-    fn answer(
+    /// A signed request to `path` (names of this demo need no URL encoding), with `headers`
+    /// and an optional body of `content_type`.
+    fn call(
         &self,
-        r: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<(u16, Value)> {
-        let mut r = r.with_context(|| format!("calling region {}", self.name))?;
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Answer> {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("x-ms-version", "2020-07-15")
+            .header("x-ms-date", &date)
+            .header("authorization", self.key.authorization(method, path, &date));
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let (content_type, bytes) = body.unwrap_or(("application/json", Vec::new()));
+        let req = req
+            .header("content-type", content_type)
+            .body(bytes)
+            .context("building a request")?;
+        let mut r = self
+            .agent
+            .run(req)
+            .with_context(|| format!("calling region {}", self.name))?;
         let status = r.status().as_u16();
+        let continuation = r
+            .headers()
+            .get("x-ms-continuation")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = r.body_mut().read_to_string().unwrap_or_default();
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            continuation,
+        ))
     }
 
-    fn expect(&self, what: &str, got: (u16, Value), ok: &[u16]) -> Result<Value> {
+    fn json(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &Value,
+    ) -> Result<Answer> {
+        self.call(
+            method,
+            path,
+            headers,
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+    }
+
+    fn expect(&self, what: &str, got: Answer, ok: &[u16]) -> Result<Value> {
         if ok.contains(&got.0) {
             Ok(got.1)
         } else {
@@ -161,36 +242,55 @@ impl Http {
         }
     }
 
-    /// Every page of a list (`items` or `conflicts`).
+    fn docs(container: &str) -> String {
+        format!("/dbs/{DB}/colls/{container}/docs")
+    }
+
+    fn pk(customer: &str) -> (&'static str, String) {
+        (
+            "x-ms-documentdb-partitionkey",
+            json!([customer]).to_string(),
+        )
+    }
+
+    /// Every page of a Cosmos list (`docs` or `conflicts` of a container; `field` is
+    /// `Documents` or `Conflicts`).
     fn list(&self, path: &str, field: &str) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut cont: Option<String> = None;
         loop {
-            let mut req = self
-                .agent
-                .get(format!("{}/{path}", self.base))
-                .query("maxItemCount", "1000");
+            let mut headers = vec![("x-ms-max-item-count", "1000".to_owned())];
             if let Some(c) = &cont {
-                req = req.query("continuation", c);
+                headers.push(("x-ms-continuation", c.clone()));
             }
-            let page = self.expect("listing", self.answer(req.call())?, &[200])?;
+            let got = self.call("GET", path, &headers, None)?;
+            let next = got.2.clone();
+            let page = self.expect("listing", got, &[200])?;
             out.extend(page[field].as_array().cloned().unwrap_or_default());
-            match page["continuation"].as_str() {
-                Some(c) => cont = Some(c.to_owned()),
+            match next {
+                Some(c) => cont = Some(c),
                 None => return Ok(out),
             }
         }
     }
 
+    /// The open and handled records of a container's conflicts feed.
+    fn conflicts(&self, container: &str) -> Result<Vec<Value>> {
+        self.list(
+            &format!("/dbs/{DB}/colls/{container}/conflicts"),
+            "Conflicts",
+        )
+    }
+
     /// (id, etag) of every visible item and ids of open records: what regions must agree on.
     fn state(&self, container: &str) -> Result<ContainerState> {
         let items = self
-            .list(&format!("{container}/docs"), "items")?
+            .list(&Self::docs(container), "Documents")?
             .iter()
             .map(|i| (i["id"].to_string(), i["_etag"].to_string()))
             .collect();
         let mut open: Vec<String> = self
-            .list(&format!("{container}/conflicts"), "conflicts")?
+            .conflicts(container)?
             .iter()
             .filter(|c| c["status"] == "open")
             .map(|c| c["id"].to_string())
@@ -200,18 +300,28 @@ impl Http {
     }
 }
 
+/// A container policy in Cosmos DB's shape.
+fn cosmos_policy(container: &str, policy: &ConflictPolicy) -> Value {
+    match policy {
+        ConflictPolicy::Lww { path } => {
+            json!({"mode": "LastWriterWins", "conflictResolutionPath": path})
+        }
+        ConflictPolicy::Custom { resolver, .. } => json!({
+            "mode": "Custom",
+            "conflictResolutionProcedure": format!("dbs/{DB}/colls/{container}/sprocs/{resolver}"),
+        }),
+        ConflictPolicy::Manual => json!({"mode": "Custom"}),
+    }
+}
+
 impl DemoRegion for Http {
     fn name(&self) -> String {
         self.name.to_owned()
     }
 
     fn read(&self, container: &str, customer: &str, id: &str) -> Result<Option<Value>> {
-        let got = self.answer(
-            self.agent
-                .get(format!("{}/{container}/docs/{id}", self.base))
-                .header("x-partition-key", json!(customer).to_string())
-                .call(),
-        )?;
+        let path = format!("{}/{id}", Self::docs(container));
+        let got = self.call("GET", &path, &[Self::pk(customer)], None)?;
         match got.0 {
             404 => Ok(None),
             _ => self.expect("read", got, &[200]).map(Some),
@@ -219,23 +329,18 @@ impl DemoRegion for Http {
     }
 
     fn upsert(&self, container: &str, item: Value) -> Result<()> {
-        let got = self.answer(
-            self.agent
-                .post(format!("{}/{container}/docs", self.base))
-                .header("x-upsert", "true")
-                .content_type("application/json")
-                .send(item.to_string()),
-        )?;
+        let customer = item["customerId"].as_str().unwrap_or_default().to_owned();
+        let headers = [
+            ("x-ms-documentdb-is-upsert", "true".to_owned()),
+            Self::pk(&customer),
+        ];
+        let got = self.json("POST", &Self::docs(container), &headers, &item)?;
         self.expect("upsert", got, &[200, 201]).map(|_| ())
     }
 
     fn delete(&self, container: &str, customer: &str, id: &str) -> Result<bool> {
-        let got = self.answer(
-            self.agent
-                .delete(format!("{}/{container}/docs/{id}", self.base))
-                .header("x-partition-key", json!(customer).to_string())
-                .call(),
-        )?;
+        let path = format!("{}/{id}", Self::docs(container));
+        let got = self.call("DELETE", &path, &[Self::pk(customer)], None)?;
         match got.0 {
             404 => Ok(false),
             _ => self.expect("delete", got, &[204]).map(|_| true),
@@ -283,26 +388,31 @@ pub fn run(args: &DemoArgs, root: &Path) -> Result<bool> {
     for (r, s) in regions.iter().zip(&cluster.servers) {
         println!("  {} listening on http://127.0.0.1:{}", r.name, s.port);
     }
+    println!(
+        "the application talks to them through the Cosmos DB API, as its SDK would (requests signed with the master key in {})",
+        cluster.key_file.display()
+    );
     // The deployment script runs against one region; replication takes it to the others.
     let west = &regions[0];
+    let got = west.json("POST", "/dbs", &[], &json!({"id": DB}))?;
+    // 409: a run on the same directories made it before.
+    west.expect("creating the database", got, &[201, 409])?;
     for sc in scenarios() {
-        let def = json!({"partitionKey": sc.pk, "conflictResolutionPolicy": sc.policy});
-        let got = west.answer(
-            west.agent
-                .put(format!("{}/{}", west.base, sc.container))
-                .content_type("application/json")
-                .send(def.to_string()),
-        )?;
-        west.expect("creating a container", got, &[200, 201])?;
+        let def = json!({
+            "id": sc.container,
+            "partitionKey": {"paths": [sc.pk], "kind": "Hash", "version": 2},
+            "conflictResolutionPolicy": cosmos_policy(sc.container, &sc.policy),
+        });
+        let got = west.json("POST", &format!("/dbs/{DB}/colls"), &[], &def)?;
+        west.expect("creating a container", got, &[201, 409])?;
         if let (Some(module), ConflictPolicy::Custom { resolver, .. }) = (sc.module, &sc.policy) {
-            let got = west.answer(
-                west.agent
-                    .put(format!(
-                        "{}/{}/resolvers/{resolver}",
-                        west.base, sc.container
-                    ))
-                    .content_type("application/wasm")
-                    .send(module),
+            // converge's own route, reachable from the Cosmos dialect (there is no Cosmos one).
+            let path = format!("/dbs/{DB}/colls/{}/resolvers/{resolver}", sc.container);
+            let got = west.call(
+                "PUT",
+                &path,
+                &[],
+                Some(("application/wasm", module.to_vec())),
             )?;
             west.expect("uploading a resolver", got, &[201])?;
         }
@@ -345,15 +455,17 @@ pub fn run(args: &DemoArgs, root: &Path) -> Result<bool> {
             .sum::<Result<usize>>()
     })?;
     pb.finish_and_clear();
-    println!("{acknowledged} writes acknowledged over HTTP (each durable) while partitioned");
+    println!(
+        "{acknowledged} writes acknowledged through the Cosmos DB API (each durable) while partitioned"
+    );
 
     cluster.stop()?;
     cluster.start(true)?;
     let took = wait_agreed(&regions, args.quiet, "healing")?;
     println!("replication healed (regions restarted with peers): all agree after {took:.1?}\n");
 
-    // The application resolves the manual conflicts in one region over HTTP.
-    let records = west.list("returns/conflicts", "conflicts")?;
+    // The application resolves the manual conflicts in one region, through the Cosmos API.
+    let records = west.conflicts("returns")?;
     let open: Vec<&Value> = records.iter().filter(|r| r["status"] == "open").collect();
     println!(
         "returns (manual): {} open conflict records in every region's feed, for example",
@@ -368,7 +480,7 @@ pub fn run(args: &DemoArgs, root: &Path) -> Result<bool> {
         );
     }
     println!(
-        "the application now resolves them over HTTP in {}\n",
+        "the application now resolves them through the Cosmos DB API in {}\n",
         REGIONS[0]
     );
     let mut done = std::collections::HashSet::new();
@@ -412,7 +524,7 @@ pub fn run(args: &DemoArgs, root: &Path) -> Result<bool> {
         .map(|s| open_records(s, "returns").map(|r| r.len()))
         .collect::<Result<_>>()?;
     println!(
-        "the application resolved {} manual conflicts over HTTP in {}; open records now {open_after:?} (per region)",
+        "the application resolved {} manual conflicts through the Cosmos DB API in {}; open records now {open_after:?} (per region)",
         done.len(),
         REGIONS[0]
     );
@@ -427,11 +539,11 @@ fn wait_synced(regions: &[Http]) -> Result<()> {
             loop {
                 let path = match &sc.policy {
                     ConflictPolicy::Custom { .. } => {
-                        format!("{}/{}/resolvers", r.base, sc.container)
+                        format!("/dbs/{DB}/colls/{}/resolvers", sc.container)
                     }
-                    _ => format!("{}/{}", r.base, sc.container),
+                    _ => format!("/dbs/{DB}/colls/{}", sc.container),
                 };
-                let (status, v) = r.answer(r.agent.get(&path).call())?;
+                let (status, v, _) = r.call("GET", &path, &[], None)?;
                 let ready = status == 200
                     && (sc.module.is_none()
                         || v["resolvers"].as_array().is_some_and(|l| !l.is_empty()));

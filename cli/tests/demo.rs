@@ -18,6 +18,13 @@ fn demo_ends_with_all_regions_in_agreement() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("all 3 regions agree"), "{stdout}");
+    // The application's side is the Cosmos DB API, signed with the run's master key.
+    assert!(
+        stdout.contains("through the Cosmos DB API, as its SDK would")
+            && stdout.contains("acknowledged through the Cosmos DB API"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("master-key").is_file());
     assert!(
         stdout.contains("manual policy"),
         "the manual container shows feed records: {stdout}"

@@ -28,12 +28,7 @@ fn main() {
     let date = httpdate::fmt_http_date(now);
     let path = "/dbs/shop/colls/carts/docs/cart-000042";
     let (ty, link) = resource_of(path);
-    let sig = key.sign("GET", &ty, &link, &date);
-    let header = percent_encoding::utf8_percent_encode(
-        &format!("type=master&ver=1.0&sig={sig}"),
-        percent_encoding::NON_ALPHANUMERIC,
-    )
-    .to_string();
+    let header = key.authorization("GET", path, &date);
     key.verify(&header, "GET", &ty, &link, &date, now)
         .expect("the signature verifies");
     let item = serde_json::json!({

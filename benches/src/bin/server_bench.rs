@@ -66,10 +66,7 @@ fn upsert_request(dialect: Dialect, item: &serde_json::Value, key: &MasterKey) -
         Dialect::Plain => format!("Authorization: Bearer {KEY}\r\nx-upsert: true\r\n"),
         Dialect::Cosmos => {
             let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-            let sig = key.sign("POST", "docs", "dbs/db/colls/c", &date);
-            let raw = format!("type=master&ver=1.0&sig={sig}");
-            let auth =
-                percent_encoding::utf8_percent_encode(&raw, percent_encoding::NON_ALPHANUMERIC);
+            let auth = key.authorization("POST", "/dbs/db/colls/c/docs", &date);
             format!(
                 "x-ms-version: 2020-07-15\r\nx-ms-date: {date}\r\nAuthorization: {auth}\r\nx-ms-documentdb-is-upsert: true\r\nx-ms-documentdb-partitionkey: [{}]\r\n",
                 item["pk"]

@@ -35,6 +35,18 @@ impl MasterKey {
         )
     }
 
+    /// The `Authorization` header value of a request, as an SDK sends it: the URL-encoded
+    /// `type=master&ver=1.0&sig=…` token signing `verb`, the resource `path` names (decoded, as
+    /// [`resource_of`] reads it) and `date` (the request's `x-ms-date`).
+    pub fn authorization(&self, verb: &str, path: &str, date: &str) -> String {
+        let (resource_type, link) = resource_of(path);
+        let raw = format!(
+            "type=master&ver=1.0&sig={}",
+            self.sign(verb, &resource_type, &link, date)
+        );
+        percent_encoding::utf8_percent_encode(&raw, percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+
     fn mac(&self, verb: &str, resource_type: &str, link: &str, date: &str) -> Hmac<Sha256> {
         let text = format!(
             "{}\n{}\n{}\n{}\n\n",
