@@ -346,10 +346,11 @@ fn partition_key(
 ) -> Result<PartitionKey, ApiError> {
     match headers.get("x-partition-key") {
         Some(raw) => {
-            let v: Value = serde_json::from_slice(raw.as_bytes()).map_err(|_| {
+            let text = raw.to_str().map_err(|_| {
                 ApiError::bad_request("x-partition-key must be a JSON value, such as \"alice\"")
             })?;
-            Ok(PartitionKey::from_value(&v)?)
+            // A value, or a hierarchical key's array of values.
+            Ok(PartitionKey::parse(text)?)
         }
         None if store.container(db, coll)?.partition_key == "/id" => Ok(PartitionKey::from(id)),
         None => Err(ApiError::bad_request(

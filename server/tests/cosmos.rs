@@ -266,3 +266,41 @@ async fn database_and_container_lists_page_and_containers_have_a_time() {
         "_ts {ts} is not the definition's time ({now})"
     );
 }
+
+/// `1.0` and `1`, `-0.0` and `0` are one partition key, as in Cosmos DB (numbers are doubles).
+#[tokio::test]
+async fn numbers_that_are_the_same_double_are_one_partition_key() {
+    let state = region();
+    let (status, _, body) = send(
+        &state,
+        "POST",
+        "/dbs/db/colls/c/docs/",
+        &[("x-ms-documentdb-partitionkey", "[1.0]")],
+        Some(json!({"id": "dup", "pk": 1.0})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, _) = send(
+        &state,
+        "POST",
+        "/dbs/db/colls/c/docs/",
+        &[("x-ms-documentdb-partitionkey", "[1]")],
+        Some(json!({"id": "dup", "pk": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "the same item");
+    let (status, _, _) = send(
+        &state,
+        "GET",
+        "/dbs/db/colls/c/docs/dup/",
+        &[("x-ms-documentdb-partitionkey", "[1]")],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    put(&state, "z", json!(-0.0)).await;
+    assert_eq!(
+        feed(&state, &[("x-ms-documentdb-partitionkey", "[0]")]).await,
+        ["z"]
+    );
+}

@@ -136,3 +136,85 @@ async fn a_bad_percent_escape_in_the_path_is_refused() {
     let resp = router(state).oneshot(request).await.expect("answer");
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+/// Converge's own API addresses items of a hierarchical container with the array of the key's
+/// values in `x-partition-key`.
+#[tokio::test]
+async fn the_plain_api_reads_writes_and_deletes_items_of_a_hierarchical_container() {
+    let store = Arc::new(Store::memory("west", Default::default()).expect("store"));
+    let state = AppState::new(store, Arc::new(Metrics::default()));
+    let call = |method: &str, uri: &str, pk: Option<&str>, body: Option<serde_json::Value>| {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(pk) = pk {
+            req = req.header("x-partition-key", pk);
+        }
+        let req = req
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .expect("request");
+        let app = router(state.clone());
+        async move {
+            let resp = app.oneshot(req).await.expect("answer");
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            )
+        }
+    };
+    let def = serde_json::json!({"partitionKey": "[\"/t\",\"/u\"]"});
+    assert_eq!(
+        call("PUT", "/dbs/d/colls/h", None, Some(def)).await.0,
+        StatusCode::CREATED
+    );
+    let item = serde_json::json!({"id": "1", "t": "acme", "u": "bob"});
+    assert_eq!(
+        call("POST", "/dbs/d/colls/h/docs", None, Some(item))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (status, got) = call(
+        "GET",
+        "/dbs/d/colls/h/docs/1",
+        Some(r#"["acme","bob"]"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["u"], "bob");
+    let (status, list) = call(
+        "GET",
+        "/dbs/d/colls/h/docs",
+        Some(r#"["acme","bob"]"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(
+        call(
+            "GET",
+            "/dbs/d/colls/h/docs/1",
+            Some(r#"["acme","ann"]"#),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(
+            "DELETE",
+            "/dbs/d/colls/h/docs/1",
+            Some(r#"["acme","bob"]"#),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+}

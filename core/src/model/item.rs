@@ -34,17 +34,32 @@ impl Operation {
     }
 }
 
-/// A partition key value, kept as canonical JSON text (`"alice"`, `42`, `null`).
+/// A partition key value, kept as canonical JSON text (`"alice"`, `42`, `null`). Numbers are
+/// canonical as Cosmos DB compares them, as doubles: `1.0` is `1` and `-0.0` is `0`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PartitionKey(String);
+
+/// The largest integer every double below it represents exactly (2^53).
+const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+
+/// A number as a partition key: a double that is a whole number within 2^53 is written as an
+/// integer, so the same value written `1`, `1.0` or `1e0` is one key (integers beyond 2^53,
+/// exact in JSON, stay as written).
+fn canonical_number(n: &serde_json::Number) -> Value {
+    match n.as_f64() {
+        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() <= EXACT_INTEGERS => {
+            Value::from(f as i64)
+        }
+        _ => Value::Number(n.clone()),
+    }
+}
 
 impl PartitionKey {
     /// A partition key from a JSON value: a string, number, boolean or null.
     pub fn from_value(v: &Value) -> Result<Self> {
         match v {
-            Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
-                Ok(PartitionKey(v.to_string()))
-            }
+            Value::Number(n) => Ok(PartitionKey(canonical_number(n).to_string())),
+            Value::String(_) | Value::Bool(_) | Value::Null => Ok(PartitionKey(v.to_string())),
             _ => Err(Error::invalid(format!(
                 "partition key value {v} must be a string, number, boolean or null"
             ))),
@@ -58,10 +73,17 @@ impl PartitionKey {
             [] => Err(Error::invalid("a partition key needs at least one value")),
             [one] => Self::from_value(one),
             many => {
-                for c in many {
-                    Self::from_value(c)?;
-                }
-                Ok(PartitionKey(Value::Array(many.to_vec()).to_string()))
+                let canonical = many
+                    .iter()
+                    .map(|c| {
+                        Self::from_value(c)?;
+                        Ok(match c {
+                            Value::Number(n) => canonical_number(n),
+                            other => other.clone(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(PartitionKey(Value::Array(canonical).to_string()))
             }
         }
     }
@@ -236,6 +258,20 @@ fn kind_of(v: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numbers_that_are_the_same_double_are_the_same_key() {
+        let key = |t: &str| PartitionKey::parse(t).expect("key");
+        assert_eq!(key("1.0"), key("1"));
+        assert_eq!(key("1e0"), key("1"));
+        assert_eq!(key("-0.0"), key("0"));
+        assert_eq!(key("[\"a\", 2.0]"), key("[\"a\", 2]"));
+        assert_eq!(key("1.0").as_json(), "1");
+        assert_ne!(key("1.5"), key("1"));
+        // Exact in JSON beyond 2^53: kept apart, as written.
+        assert_ne!(key("9007199254740993"), key("9007199254740992"));
+        assert_eq!(key("1e300").to_value(), json!(1e300));
+    }
 
     fn err(v: Value) -> String {
         match validate_item(v, "/pk") {
