@@ -247,11 +247,34 @@ async fn database_and_container_lists_page_and_containers_have_a_time() {
         &state,
         "GET",
         "/dbs/",
-        &[("x-ms-continuation", "nope")],
+        &[("x-ms-continuation", "%FF")],
         None,
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A database deleted between pages does not make the next page skip one.
+    let (_, h, first) = send(
+        &state,
+        "GET",
+        "/dbs/",
+        &[("x-ms-max-item-count", "2")],
+        None,
+    )
+    .await;
+    assert_eq!(first["Databases"][1]["id"], "more0");
+    state.store.create_database("zz").expect("create");
+    let c = h["x-ms-continuation"].to_str().expect("token").to_owned();
+    state.store.delete_database("more0").expect("delete");
+    let (_, _, next) = send(
+        &state,
+        "GET",
+        "/dbs/",
+        &[("x-ms-max-item-count", "2"), ("x-ms-continuation", &c)],
+        None,
+    )
+    .await;
+    assert_eq!(next["Databases"][0]["id"], "more1", "{next}");
 
     let (_, _, colls) = send(&state, "GET", "/dbs/db/colls/", &[], None).await;
     let ts = colls["DocumentCollections"][0]["_ts"]
@@ -303,4 +326,36 @@ async fn numbers_that_are_the_same_double_are_one_partition_key() {
         feed(&state, &[("x-ms-documentdb-partitionkey", "[0]")]).await,
         ["z"]
     );
+}
+
+/// A change-feed token names its region: resumed in another region (whose feed is in another
+/// order) it restarts from the beginning rather than skip what that region has.
+#[tokio::test]
+async fn a_change_feed_token_of_another_region_restarts_rather_than_skips() {
+    let west = region();
+    for i in 0..3 {
+        put(&west, &format!("w{i}"), json!("p")).await;
+    }
+    let (_, headers, _) = send(
+        &west,
+        "GET",
+        "/dbs/db/colls/c/docs/",
+        &[("a-im", "Incremental feed")],
+        None,
+    )
+    .await;
+    let token = headers["etag"].to_str().expect("etag").to_owned();
+    assert!(token.starts_with("\"west!"), "{token}");
+    assert!(feed(&west, &[("if-none-match", &token)]).await.is_empty());
+
+    let east = {
+        let store = Arc::new(Store::memory("east", Default::default()).expect("store"));
+        store.create_database("db").expect("database");
+        store
+            .put_container("db", "c", "/pk", ConflictPolicy::default())
+            .expect("container");
+        AppState::new(store, Arc::new(Metrics::default()))
+    };
+    put(&east, "e0", json!("p")).await;
+    assert_eq!(feed(&east, &[("if-none-match", &token)]).await, ["e0"]);
 }

@@ -310,29 +310,42 @@ fn listing(kind: &str, rid: &str, items: Vec<Value>) -> Value {
     json!({"_rid": rid, kind: items, "_count": items.len()})
 }
 
-/// One page of a short list held in memory (databases, containers): `x-ms-max-item-count`
-/// items after the `x-ms-continuation` offset; the answer carries the next offset.
+/// One page of a short list held in memory (databases, containers), in id order:
+/// `x-ms-max-item-count` items after the id `x-ms-continuation` names (URL-encoded), so that
+/// what is created or deleted between pages never makes a page skip an entry.
 fn paged_listing(
     headers: &HeaderMap,
     kind: &str,
     rid: &str,
-    items: Vec<Value>,
+    mut items: Vec<Value>,
 ) -> Result<Response, ApiError> {
-    let from = match text_header(headers, "x-ms-continuation")? {
-        None => 0,
-        Some(c) => c.parse::<usize>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "x-ms-continuation {c:?} is not a token of this list"
-            ))
-        })?,
-    };
+    let id = |v: &Value| v["id"].as_str().unwrap_or_default().to_owned();
+    items.sort_by_key(id);
+    let after = text_header(headers, "x-ms-continuation")?
+        .map(|c| {
+            percent_encoding::percent_decode_str(&c)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "x-ms-continuation {c:?} is not a token of this list"
+                    ))
+                })
+        })
+        .transpose()?;
     let max = max_items(headers);
-    let total = items.len();
-    let page: Vec<Value> = items.into_iter().skip(from).take(max).collect();
-    let next = from.saturating_add(page.len());
+    let rest: Vec<Value> = items
+        .into_iter()
+        .filter(|v| after.as_ref().is_none_or(|a| id(v) > *a))
+        .collect();
+    let more = rest.len() > max;
+    let page: Vec<Value> = rest.into_iter().take(max).collect();
+    let next = page.last().map(id);
     let mut r = json_response(StatusCode::OK, listing(kind, rid, page));
-    if next < total {
-        set_header(&mut r, "x-ms-continuation", &next.to_string());
+    if let (true, Some(last)) = (more, next) {
+        let token =
+            percent_encoding::utf8_percent_encode(&last, percent_encoding::NON_ALPHANUMERIC);
+        set_header(&mut r, "x-ms-continuation", &token.to_string());
     }
     Ok(r)
 }
@@ -934,10 +947,19 @@ async fn change_feed(
     let (def, page) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
         let filter = FeedFilter::from_headers(&headers, &def)?;
+        let region = s.region().to_string();
         let mut since = match since.as_deref() {
             None => None,
             Some("*") => Some(s.log_head().to_string()),
-            Some(etag) => Some(etag.trim_matches('"').to_owned()),
+            // A position in this region's feed, `<region>!<position>` (a bare position is this
+            // region's too). Another region's feed is in another order: its token restarts
+            // from the beginning, so a reader that fails over sees changes again but never
+            // misses one.
+            Some(etag) => match etag.trim_matches('"').split_once('!') {
+                Some((r, pos)) if r == region => Some(pos.to_owned()),
+                Some(_) => None,
+                None => Some(etag.trim_matches('"').to_owned()),
+            },
         };
         // Pages whose changes the filter drops all are skipped: an empty answer (304) means
         // caught up, so it is given only when nothing after `since` passes.
@@ -955,7 +977,11 @@ async fn change_feed(
         }
     })
     .await?;
-    let etag = format!("\"{}\"", page.continuation.as_deref().unwrap_or("0"));
+    let etag = format!(
+        "\"{}!{}\"",
+        state.store.region(),
+        page.continuation.as_deref().unwrap_or("0")
+    );
     let mut r = if page.items.is_empty() {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
