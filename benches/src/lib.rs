@@ -108,6 +108,7 @@ pub fn serve_keyed(
         advertise: None,
         tls: None,
         peer_ca: None,
+        idle_timeout: converge_server::conn::IDLE_TIMEOUT,
     };
     std::thread::spawn(move || {
         let r = converge_server::run(config, |addr| {

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// the public web roots).
     #[arg(long, value_name = "FILE")]
     peer_ca: Option<PathBuf>,
+    /// Close a connection that sends or reads nothing for this long (an idle keep-alive
+    /// connection, a request cut off mid-way); at least 2.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    idle_timeout: u64,
 }
 
 /// Runs until SIGTERM; `Ok(true)` after a clean stop.
@@ -73,6 +77,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
             .zip(args.tls_key)
             .map(|(cert, key)| converge_server::tls::TlsFiles { cert, key }),
         peer_ca: args.peer_ca,
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
     };
     let scheme = if config.tls.is_some() {
         "https"

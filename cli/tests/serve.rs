@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -866,4 +866,54 @@ fn keys_guard_every_route_and_peers_use_them() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only loopback"));
+}
+
+/// A client that stops sending mid-request (or never sends) is closed after the idle timeout,
+/// so idle connections cannot hold every descriptor, and SIGTERM does not wait on them.
+#[test]
+fn stalled_connections_are_closed_after_the_idle_timeout_and_do_not_hold_up_a_stop() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().expect("dir");
+    let mut west = Region::new(root.path(), "west", free_port());
+    west.extra = vec!["--idle-timeout".into(), "2".into()];
+    west.start();
+    let stall = |bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", west.port)).expect("connect");
+        s.write_all(bytes).expect("send");
+        s
+    };
+    let mut half = stall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let mut silent = stall(b"");
+    half.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let start = Instant::now();
+    for s in [&mut half, &mut silent] {
+        let mut buf = [0u8; 256];
+        // Closed by the server: end of stream (or a reset), not our 20 s read timeout.
+        match s.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) => assert!(
+                e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut,
+                "the server did not close a stalled connection: {e}"
+            ),
+        }
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    // Meanwhile the region serves everyone else.
+    assert_eq!(get(&agent(), &format!("{}/healthz", west.url())).0, 200);
+    // A request cut off mid-header when the stop comes: the stop still completes.
+    let _pending = stall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        west.stop_within(Duration::from_secs(15)),
+        "SIGTERM waited on a stalled connection"
+    );
 }

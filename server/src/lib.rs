@@ -17,6 +17,7 @@
 //! ```
 
 pub mod api;
+pub mod conn;
 pub mod cosmos;
 pub mod error;
 pub mod metrics;
@@ -55,6 +56,9 @@ pub struct ServeConfig {
     /// The certificates (PEM) that peers' HTTPS certificates are verified against; `None`:
     /// the public web roots.
     pub peer_ca: Option<PathBuf>,
+    /// How long a connection may make no progress before it is closed (at least
+    /// [`conn::MIN_IDLE_TIMEOUT`]; [`conn::IDLE_TIMEOUT`] by default).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Why the server could not run.
@@ -97,6 +101,12 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
         .transpose()
         .map_err(ServeError::Tls)?;
     let peer_tls = tls::peer_tls(config.peer_ca.as_deref()).map_err(ServeError::Tls)?;
+    if config.idle_timeout < conn::MIN_IDLE_TIMEOUT {
+        return Err(ServeError::Listen(format!(
+            "the idle timeout must be at least {:?} (the replication long poll is quiet for 1 s)",
+            conn::MIN_IDLE_TIMEOUT
+        )));
+    }
     let metrics = Arc::new(Metrics::default());
     let host = MeteredResolvers::new(WasmResolvers::new(), metrics.clone());
     let options = StoreOptions::new()
@@ -148,7 +158,6 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
         .enable_all()
         .build()?;
     let served = runtime.block_on(async move {
-        use axum::serve::ListenerExt;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
         let scheme = if tls_config.is_some() {
@@ -167,16 +176,18 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
         let app = api::router(state);
         match tls_config {
             Some(tls_config) => {
-                let listener = tls::TlsListener::new(listener, tls_config, config.region.clone())?;
+                let listener = tls::TlsListener::new(
+                    listener,
+                    tls_config,
+                    config.idle_timeout,
+                    config.region.clone(),
+                )?;
                 axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown_signal())
                     .await
             }
             None => {
-                // Answers go out at once, not held back by Nagle's algorithm.
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
+                let listener = conn::TimedListener::new(listener, config.idle_timeout);
                 axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown_signal())
                     .await

@@ -5,6 +5,7 @@
 //! Handshakes run in their own tasks, with a deadline, so that a slow or silent client never
 //! holds up the accept loop; only finished handshakes reach the server.
 
+use crate::conn::{Timed, timed};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
@@ -71,16 +72,18 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Stri
 
 /// A listener whose connections are TLS streams with their handshake done.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Timed<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
     /// Accepts on `tcp` in a background task (of the current runtime), handshaking with
-    /// `config`; `label` prefixes the log line of a failed handshake.
+    /// `config`; connections close after `idle` without progress (see [`crate::conn`]);
+    /// `label` prefixes the log line of a failed handshake.
     pub fn new(
         tcp: TcpListener,
         config: Arc<rustls::ServerConfig>,
+        idle: Duration,
         label: String,
     ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
@@ -102,6 +105,7 @@ impl TlsListener {
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let stream = timed(stream, idle);
                 let (acceptor, tx, label) = (acceptor.clone(), tx.clone(), label.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
@@ -119,7 +123,7 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Timed<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

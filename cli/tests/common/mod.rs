@@ -24,6 +24,8 @@ pub struct Region {
     pub key: Option<PathBuf>,
     /// Serve HTTPS (and pull from peers over it) with these files.
     pub tls: Option<Tls>,
+    /// More `converge serve` arguments.
+    pub extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -45,6 +47,7 @@ impl Region {
             peers: Vec::new(),
             key: None,
             tls: None,
+            extra: Vec::new(),
             child: None,
         }
     }
@@ -80,6 +83,7 @@ impl Region {
                 .arg(&t.key);
             cmd.arg("--peer-ca").arg(&t.peer_ca);
         }
+        cmd.args(&self.extra);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -115,6 +119,32 @@ impl Region {
                 self.name
             );
         }
+    }
+
+    /// SIGTERM, and waits at most `limit` for a clean exit; false when it is still running
+    /// (then it is killed).
+    pub fn stop_within(&mut self, limit: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(
+                    status.success(),
+                    "region {} exited with {status}",
+                    self.name
+                );
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// SIGKILL.
