@@ -542,6 +542,18 @@ async fn replace_item(
     let if_match = if_match(&headers)?;
     let metrics = state.metrics.clone();
     let item = blocking(&state, move |s| {
+        // The body names the item's partition key; a header, when sent, must agree with it.
+        if headers.contains_key("x-partition-key") {
+            let named = partition_key(s, &headers, &db, &coll, &id)?;
+            let body_key = s.container(&db, &coll)?.partition_key_of(&item)?;
+            if named != body_key {
+                return Err(ApiError::bad_request(format!(
+                    "x-partition-key {} is not the body's partition key {}",
+                    named.as_json(),
+                    body_key.as_json()
+                )));
+            }
+        }
         Ok(s.replace_item(&db, &coll, &id, item, if_match.as_deref())?)
     })
     .await?;
@@ -594,7 +606,17 @@ async fn list_items(
     let q = query(q)?;
     let page = blocking(&state, move |s| {
         let pk = match headers.get("x-partition-key") {
-            Some(_) => Some(partition_key(s, &headers, &db, &coll, "")?),
+            Some(_) => {
+                let pk = partition_key(s, &headers, &db, &coll, "")?;
+                let levels = s.container(&db, &coll)?.partition_key_paths().len();
+                if pk.components().len() != levels {
+                    return Err(ApiError::bad_request(format!(
+                        "x-partition-key gives {} value(s); the container's partition key has {levels}",
+                        pk.components().len()
+                    )));
+                }
+                Some(pk)
+            }
             None => None,
         };
         Ok(s.list_items(&db, &coll, pk.as_ref(), q.continuation.as_deref(), q.max())?)
@@ -656,11 +678,32 @@ async fn changes(
     let q = query(q)?;
     let max = q.max_item_count.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let page = blocking(&state, move |s| {
-        Ok(s.changes(&db, &coll, q.since.as_deref(), max)?)
+        let since = feed_position(s, q.since.as_deref());
+        let mut page = s.changes(&db, &coll, since.as_deref(), max)?;
+        page.continuation = page.continuation.map(|p| feed_token(s, &p));
+        Ok(page)
     })
     .await?;
     let changes: Vec<Value> = page.items.iter().map(|c| c.to_json()).collect();
     Ok(axum::Json(json!({"changes": changes, "continuation": page.continuation})).into_response())
+}
+
+/// A change-feed token: a position in this region's feed, `<region>!<position>`.
+pub(crate) fn feed_token(store: &Store, position: &str) -> String {
+    format!("{}!{position}", store.region())
+}
+
+/// The position in this region's feed a change-feed token names. A bare position is this
+/// region's (tokens given before they named their region). Another region's feed is in another
+/// order, so its token starts from the beginning (`None`): a reader that fails over sees
+/// changes again but never misses one.
+pub(crate) fn feed_position(store: &Store, token: Option<&str>) -> Option<String> {
+    let token = token?;
+    match token.split_once('!') {
+        Some((region, position)) if region == store.region().as_str() => Some(position.to_owned()),
+        Some(_) => None,
+        None => Some(token.to_owned()),
+    }
 }
 
 async fn fingerprint(State(state): State<AppState>) -> Response {

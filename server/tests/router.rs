@@ -206,6 +206,19 @@ async fn the_plain_api_reads_writes_and_deletes_items_of_a_hierarchical_containe
         .0,
         StatusCode::NOT_FOUND
     );
+    // A prefix is not a key of this container's items, and a header that disagrees with the
+    // body is refused.
+    let prefix = call("GET", "/dbs/d/colls/h/docs", Some(r#"["acme"]"#), None).await;
+    assert_eq!(prefix.0, StatusCode::BAD_REQUEST, "{}", prefix.1);
+    let other = serde_json::json!({"id": "1", "t": "acme", "u": "ann"});
+    let put = call(
+        "PUT",
+        "/dbs/d/colls/h/docs/1",
+        Some(r#"["acme","bob"]"#),
+        Some(other),
+    )
+    .await;
+    assert_eq!(put.0, StatusCode::BAD_REQUEST, "{}", put.1);
     assert_eq!(
         call(
             "DELETE",
@@ -217,4 +230,53 @@ async fn the_plain_api_reads_writes_and_deletes_items_of_a_hierarchical_containe
         .0,
         StatusCode::NO_CONTENT
     );
+}
+
+/// Converge's own change feed: its token names the region; another region's token starts from
+/// the beginning rather than skip what this region has.
+#[tokio::test]
+async fn a_plain_change_feed_token_of_another_region_starts_from_the_beginning() {
+    let changes = |state: AppState, since: Option<String>| async move {
+        let uri = match since {
+            Some(t) => format!("/dbs/db/colls/c/changes?since={t}"),
+            None => "/dbs/db/colls/c/changes".to_owned(),
+        };
+        let resp = router(state)
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        serde_json::from_slice::<serde_json::Value>(&bytes).expect("json")
+    };
+    let (west_store, west) = region_with_container();
+    for i in 0..3 {
+        west_store
+            .upsert_item(
+                "db",
+                "c",
+                serde_json::json!({"id": format!("w{i}"), "pk": "p"}),
+            )
+            .expect("write");
+    }
+    let token = changes(west.clone(), None).await["continuation"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert!(token.starts_with("west!"), "{token}");
+    let again = changes(west, Some(token.clone())).await;
+    assert_eq!(again["changes"].as_array().map(Vec::len), Some(0));
+
+    let east_store = Arc::new(Store::memory("east", Default::default()).expect("store"));
+    east_store
+        .put_container("db", "c", "/pk", ConflictPolicy::default())
+        .expect("container");
+    east_store
+        .upsert_item("db", "c", serde_json::json!({"id": "e0", "pk": "p"}))
+        .expect("write");
+    let east = AppState::new(east_store, Arc::new(Metrics::default()));
+    let got = changes(east, Some(token)).await;
+    assert_eq!(got["changes"][0]["id"], "e0", "{got}");
 }

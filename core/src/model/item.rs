@@ -39,18 +39,19 @@ impl Operation {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PartitionKey(String);
 
-/// The largest integer every double below it represents exactly (2^53).
-const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0;
+/// 2^63: whole doubles below it in magnitude are written as integers.
+const I64_RANGE: f64 = 9_223_372_036_854_775_808.0;
 
-/// A number as a partition key: a double that is a whole number within 2^53 is written as an
-/// integer, so the same value written `1`, `1.0` or `1e0` is one key (integers beyond 2^53,
-/// exact in JSON, stay as written).
+/// A number as a partition key, as Cosmos DB takes it: a double. A whole one (within the range
+/// of 64-bit integers) is written as an integer, so the same value written `1`, `1.0` or `1e0`,
+/// or `2**54` and `2.0**54`, is one key; integers that no double holds exactly become the
+/// nearest double, as in Cosmos.
 fn canonical_number(n: &serde_json::Number) -> Value {
-    match n.as_f64() {
-        Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() <= EXACT_INTEGERS => {
-            Value::from(f as i64)
-        }
-        _ => Value::Number(n.clone()),
+    let f = n.as_f64().unwrap_or(0.0);
+    if f.fract() == 0.0 && f.abs() < I64_RANGE {
+        Value::from(f as i64)
+    } else {
+        serde_json::Number::from_f64(f).map_or(Value::Number(n.clone()), Value::Number)
     }
 }
 
@@ -268,8 +269,15 @@ mod tests {
         assert_eq!(key("[\"a\", 2.0]"), key("[\"a\", 2]"));
         assert_eq!(key("1.0").as_json(), "1");
         assert_ne!(key("1.5"), key("1"));
-        // Exact in JSON beyond 2^53: kept apart, as written.
-        assert_ne!(key("9007199254740993"), key("9007199254740992"));
+        // As doubles: whole numbers written as floats beyond 2^53 are the integer they are,
+        // and an integer no double holds is the nearest double (as in Cosmos DB).
+        assert_eq!(key("18014398509481984.0"), key("18014398509481984"));
+        assert_eq!(key("1e16"), key("10000000000000000"));
+        assert_eq!(key("9007199254740993"), key("9007199254740992"));
+        assert_eq!(
+            key("-1152921504606846976.0").as_json(),
+            "-1152921504606846976"
+        );
         assert_eq!(key("1e300").to_value(), json!(1e300));
     }
 

@@ -947,19 +947,10 @@ async fn change_feed(
     let (def, page) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
         let filter = FeedFilter::from_headers(&headers, &def)?;
-        let region = s.region().to_string();
         let mut since = match since.as_deref() {
             None => None,
             Some("*") => Some(s.log_head().to_string()),
-            // A position in this region's feed, `<region>!<position>` (a bare position is this
-            // region's too). Another region's feed is in another order: its token restarts
-            // from the beginning, so a reader that fails over sees changes again but never
-            // misses one.
-            Some(etag) => match etag.trim_matches('"').split_once('!') {
-                Some((r, pos)) if r == region => Some(pos.to_owned()),
-                Some(_) => None,
-                None => Some(etag.trim_matches('"').to_owned()),
-            },
+            Some(etag) => crate::api::feed_position(s, Some(etag.trim_matches('"'))),
         };
         // Pages whose changes the filter drops all are skipped: an empty answer (304) means
         // caught up, so it is given only when nothing after `since` passes.
@@ -978,9 +969,8 @@ async fn change_feed(
     })
     .await?;
     let etag = format!(
-        "\"{}!{}\"",
-        state.store.region(),
-        page.continuation.as_deref().unwrap_or("0")
+        "\"{}\"",
+        crate::api::feed_token(&state.store, page.continuation.as_deref().unwrap_or("0"))
     );
     let mut r = if page.items.is_empty() {
         StatusCode::NOT_MODIFIED.into_response()
