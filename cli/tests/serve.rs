@@ -909,8 +909,33 @@ fn stalled_connections_are_closed_after_the_idle_timeout_and_do_not_hold_up_a_st
     );
     // Meanwhile the region serves everyone else.
     assert_eq!(get(&agent(), &format!("{}/healthz", west.url())).0, 200);
-    // A request cut off mid-header when the stop comes: the stop still completes.
+    // A head that trickles in, a byte a second (never idle for the timeout), is cut off too.
+    let trickle = |s: &mut std::net::TcpStream, seconds: u64| {
+        for b in b"GET /healthz HTTP/1.1\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(seconds as usize)
+        {
+            if s.write_all(&[*b]).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        false
+    };
+    let mut slow = stall(b"");
+    let start = Instant::now();
+    assert!(trickle(&mut slow, 20), "a trickled head was never cut off");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    // A request cut off mid-header, and one still trickling, when the stop comes: the stop
+    // still completes.
     let _pending = stall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let mut slow = stall(b"");
+    std::thread::spawn(move || trickle(&mut slow, 60));
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         west.stop_within(Duration::from_secs(15)),

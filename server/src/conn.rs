@@ -1,8 +1,15 @@
 //! Connections: every accepted stream gets a read and a write deadline, so a client that stops
 //! sending (an idle keep-alive connection, a request cut off mid-header) or stops reading is
 //! closed after the idle timeout (`converge serve --idle-timeout`) instead of holding a file
-//! descriptor, and a graceful shutdown never waits on it for longer.
+//! descriptor; a request's head must arrive within the same time however slowly it trickles
+//! in; and a graceful shutdown waits for requests in flight at most that long ([`serve`]).
 
+use axum::Router;
+use axum::serve::Listener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
@@ -62,4 +69,34 @@ impl axum::serve::Listener for TimedListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
     }
+}
+
+/// Serves `app` on `listener` over HTTP/1.1 until `shutdown` completes; then stops accepting
+/// and lets the requests in flight finish, for at most `idle` (then the connections are
+/// dropped). A request's head must arrive within `idle` of the connection's turn to send one.
+pub async fn serve<L: Listener>(
+    mut listener: L,
+    app: Router,
+    idle: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(idle);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            (io, _) = listener.accept() => {
+                let service = TowerToHyperService::new(app.clone());
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+                tokio::spawn(async move {
+                    // A client that goes away or times out ends its connection; nothing to do.
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(idle, graceful.shutdown()).await;
 }

@@ -174,25 +174,19 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
             .collect();
         listening(bound);
         let app = api::router(state);
+        let idle = config.idle_timeout;
         match tls_config {
             Some(tls_config) => {
-                let listener = tls::TlsListener::new(
-                    listener,
-                    tls_config,
-                    config.idle_timeout,
-                    config.region.clone(),
-                )?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
+                let listener =
+                    tls::TlsListener::new(listener, tls_config, idle, config.region.clone())?;
+                conn::serve(listener, app, idle, shutdown_signal()).await;
             }
             None => {
-                let listener = conn::TimedListener::new(listener, config.idle_timeout);
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
+                let listener = conn::TimedListener::new(listener, idle);
+                conn::serve(listener, app, idle, shutdown_signal()).await;
             }
         }
+        Ok::<(), std::io::Error>(())
     });
     stop.store(true, Ordering::Relaxed);
     for t in threads {
