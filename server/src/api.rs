@@ -542,18 +542,7 @@ async fn replace_item(
     let if_match = if_match(&headers)?;
     let metrics = state.metrics.clone();
     let item = blocking(&state, move |s| {
-        // The body names the item's partition key; a header, when sent, must agree with it.
-        if headers.contains_key("x-partition-key") {
-            let named = partition_key(s, &headers, &db, &coll, &id)?;
-            let body_key = s.container(&db, &coll)?.partition_key_of(&item)?;
-            if named != body_key {
-                return Err(ApiError::bad_request(format!(
-                    "x-partition-key {} is not the body's partition key {}",
-                    named.as_json(),
-                    body_key.as_json()
-                )));
-            }
-        }
+        // The body names the item's partition key (the contract's PUT takes no header).
         Ok(s.replace_item(&db, &coll, &id, item, if_match.as_deref())?)
     })
     .await?;
