@@ -909,6 +909,53 @@ fn stalled_connections_are_closed_after_the_idle_timeout_and_do_not_hold_up_a_st
     );
     // Meanwhile the region serves everyone else.
     assert_eq!(get(&agent(), &format!("{}/healthz", west.url())).0, 200);
+    // A long poll longer than the idle timeout is held for less than it, and answered.
+    let (status, _) = answer(
+        agent()
+            .get(format!("{}/_replication/log?wait=5000", west.url()))
+            .call(),
+    );
+    assert_eq!(status, 200, "a long poll was cut as an idle connection");
+    // A client reading a long answer slowly, for longer than the idle timeout, gets all of it:
+    // the deadline counts progress in either direction.
+    let filler = "x".repeat(1_500_000);
+    let a = agent();
+    put_json(
+        &a,
+        &format!("{}/dbs/db/colls/big", west.url()),
+        &json!({"partitionKey": "/pk"}),
+    );
+    for i in 0..4 {
+        let (status, _) = post_json(
+            &a,
+            &format!("{}/dbs/db/colls/big/docs", west.url()),
+            &json!({"id": format!("b{i}"), "pk": "p", "filler": filler}),
+        );
+        assert_eq!(status, 201);
+    }
+    let mut slow =
+        stall(b"GET /dbs/db/colls/big/docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (mut got, mut buf, start) = (Vec::new(), vec![0u8; 64 << 10], Instant::now());
+    loop {
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the slow read failed after {} bytes: {e}", got.len()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        start.elapsed() > Duration::from_secs(3),
+        "read too fast to show anything: {:?}",
+        start.elapsed()
+    );
+    let text = String::from_utf8_lossy(&got);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let listed: Value = serde_json::from_str(body).expect("the whole answer, as JSON");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(4));
     // A head that trickles in, a byte a second (never idle for the timeout), is cut off too.
     let trickle = |s: &mut std::net::TcpStream, seconds: u64| {
         for b in b"GET /healthz HTTP/1.1\r\nX-Slow: "

@@ -46,6 +46,9 @@ pub struct AppState {
     /// Bumped after every write to the store (the API's and the pullers'), so a peer's
     /// long-polling log request answers as soon as there is something new.
     pub changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The longest a log request is held (at most [`MAX_LOG_WAIT_MS`]; the server keeps it
+    /// under its idle timeout, so a held request is never cut as an idle connection).
+    pub max_log_wait: std::time::Duration,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             master: None,
             locations: Vec::new(),
             changed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            max_log_wait: std::time::Duration::from_millis(MAX_LOG_WAIT_MS),
         }
     }
 
@@ -725,7 +729,7 @@ async fn read_log(
     // Subscribe before reading, so a write between the read and the wait is not missed.
     let mut changed = state.changed.subscribe();
     let mut batch: Batch = blocking(&state, move |s| Ok(s.read_log(cursor, max)?)).await?;
-    let wait = std::time::Duration::from_millis(q.wait.unwrap_or(0).min(MAX_LOG_WAIT_MS));
+    let wait = std::time::Duration::from_millis(q.wait.unwrap_or(0)).min(state.max_log_wait);
     if batch.versions.is_empty() && !batch.more && !wait.is_zero() {
         let _ = tokio::time::timeout(wait, changed.changed()).await;
         batch = blocking(&state, move |s| Ok(s.read_log(cursor, max)?)).await?;

@@ -1,7 +1,8 @@
-//! Connections: every accepted stream gets a read and a write deadline, so a client that stops
-//! sending (an idle keep-alive connection, a request cut off mid-header) or stops reading is
-//! closed after the idle timeout (`converge serve --idle-timeout`) instead of holding a file
-//! descriptor; a request's head must arrive within the same time however slowly it trickles
+//! Connections: every accepted stream gets a deadline that any byte read or written pushes back,
+//! so a connection that makes no progress either way (an idle keep-alive connection, a request
+//! cut off mid-header, a client that stops reading) is closed after the idle timeout
+//! (`converge serve --idle-timeout`) instead of holding a file descriptor, while a slow client
+//! that keeps reading or sending is served; a request's head must arrive within the same time however slowly it trickles
 //! in; and a graceful shutdown waits for requests in flight at most that long ([`serve`]).
 
 use axum::Router;
@@ -10,11 +11,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_io_timeout::TimeoutStream;
+use tokio::time::{Instant, Sleep};
 
 /// How long a connection may go without reading or writing a byte, by default.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -22,18 +26,125 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// which a puller's connection is quiet.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A stream with deadlines.
-pub type Timed<S> = Pin<Box<TimeoutStream<S>>>;
+/// A stream with one deadline that progress in either direction pushes back: a connection
+/// that neither reads nor writes a byte for the idle time fails with `TimedOut` when next
+/// polled. (A slow client reading a long answer is making progress; so is a slow upload.)
+pub struct Timed<S> {
+    inner: S,
+    idle: Duration,
+    last_progress: Instant,
+    deadline: Pin<Box<Sleep>>,
+}
 
-/// `stream` with read and write deadlines of `idle`.
-pub fn timed<S>(stream: S, idle: Duration) -> Timed<S>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
-{
-    let mut t = TimeoutStream::new(stream);
-    t.set_read_timeout(Some(idle));
-    t.set_write_timeout(Some(idle));
-    Box::pin(t)
+/// `stream` with an idle deadline of `idle`.
+pub fn timed<S>(stream: S, idle: Duration) -> Timed<S> {
+    let now = Instant::now();
+    Timed {
+        inner: stream,
+        idle,
+        last_progress: now,
+        deadline: Box::pin(tokio::time::sleep_until(now + idle)),
+    }
+}
+
+impl<S> Timed<S> {
+    fn progress(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    /// Pending, unless the connection has been idle for the whole deadline. The timer is
+    /// moved only when it fires, so progress costs a clock read, not a timer update.
+    fn pending_or_expired<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last_progress + self.idle;
+            if due <= Instant::now() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the connection was idle for the idle timeout",
+                )));
+            }
+            self.deadline.as_mut().reset(due);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.progress();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.pending_or_expired(cx),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    this.progress();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.pending_or_expired(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    this.progress();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.pending_or_expired(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.pending_or_expired(cx),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_shutdown(cx) {
+            Poll::Pending => this.pending_or_expired(cx),
+            ready => ready,
+        }
+    }
 }
 
 /// A TCP listener whose connections have deadlines (and no Nagle delay: answers go out at once).

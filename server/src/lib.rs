@@ -116,6 +116,10 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     let key: Option<Arc<str>> = config.key.as_deref().map(Arc::from);
     let mut state = AppState::new(store.clone(), metrics.clone());
     state.key = key.clone();
+    // A held log request makes no I/O: it must end before the connection counts as idle.
+    state.max_log_wait = state
+        .max_log_wait
+        .min(config.idle_timeout.saturating_sub(Duration::from_secs(1)));
     state.master = config
         .key
         .as_deref()
