@@ -36,6 +36,19 @@ pub struct Timed<S> {
     deadline: Pin<Box<Sleep>>,
 }
 
+/// At most this much of an answer waits unsent in the kernel (`TCP_NOTSENT_LOWAT`, Linux), so
+/// a socket becomes writable again, and counts as progress, each time a slow reader takes that
+/// much: without it a slow reader drains megabytes of send buffer without one write
+/// succeeding, and looks idle.
+pub const UNSENT_LIMIT: u32 = 128 << 10;
+
+/// Readies an accepted socket: no Nagle delay (answers go out at once) and the unsent limit.
+pub fn prepare(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_LIMIT);
+}
+
 /// `stream` with an idle deadline of `idle`.
 pub fn timed<S>(stream: S, idle: Duration) -> Timed<S> {
     let now = Instant::now();
@@ -168,7 +181,7 @@ impl axum::serve::Listener for TimedListener {
         loop {
             match self.tcp.accept().await {
                 Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
+                    prepare(&stream);
                     return (timed(stream, self.idle), addr);
                 }
                 // Out of descriptors and the like: wait, as axum's own listener does.

@@ -104,7 +104,7 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
+                crate::conn::prepare(&stream);
                 let stream = timed(stream, idle);
                 let (acceptor, tx, label) = (acceptor.clone(), tx.clone(), label.clone());
                 tokio::spawn(async move {
