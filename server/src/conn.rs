@@ -65,6 +65,24 @@ impl<S> Timed<S> {
         self.last_progress = Instant::now();
     }
 
+    /// A write's outcome: bytes written are progress; a write that must wait is subject to
+    /// the deadline.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.progress();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending_or_expired(cx),
+        }
+    }
+
     /// Pending, unless the connection has been idle for the whole deadline. The timer is
     /// moved only when it fires, so progress costs a clock read, not a timer update.
     fn pending_or_expired<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
@@ -111,15 +129,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    this.progress();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending_or_expired(cx),
-        }
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.after_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -128,15 +139,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    this.progress();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending_or_expired(cx),
-        }
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
