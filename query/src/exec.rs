@@ -167,10 +167,10 @@ impl Prepared {
         let max = max_items.max(1) as u64;
         let token = continuation.map(|t| self.decode(t)).transpose()?;
         let done = token.as_ref().map_or(0, |t| t.done);
-        // Results still allowed by TOP / LIMIT (counted after OFFSET).
-        let allowed = self
-            .limit
-            .map_or(u64::MAX, |l| (l + self.offset).saturating_sub(done));
+        // Results this page may still return under TOP / LIMIT (counted after OFFSET).
+        let allowed = self.limit.map_or(u64::MAX, |l| {
+            (l + self.offset).saturating_sub(done.max(self.offset))
+        });
         let want = max.min(allowed);
         if want == 0 {
             return Ok(Page {
@@ -369,6 +369,7 @@ impl Prepared {
         let mut best: Vec<(Position, Value)> = Vec::new();
         let mut scanned = 0;
         let mut more = false;
+        let mut threshold: Option<Position> = None;
         self.rows(source, None, &mut scanned, &mut |key, idx, row| {
             let keys: Vec<Option<Value>> = self
                 .query
@@ -386,10 +387,10 @@ impl Prepared {
             {
                 return ControlFlow::Continue(());
             }
-            if best.len() >= need
-                && let Some(worst) = best.last()
-                && pos.cmp(&worst.0, &desc).is_ge()
-                && best.len() >= 2 * need
+            // Once `need` rows are held, a row not better than the worst of them cannot be
+            // on this page.
+            if let Some(t) = &threshold
+                && pos.cmp(t, &desc).is_ge()
             {
                 more = true;
                 return ControlFlow::Continue(());
@@ -401,6 +402,7 @@ impl Prepared {
             if best.len() >= 2 * need.max(16) {
                 best.sort_by(|a, b| a.0.cmp(&b.0, &desc));
                 best.truncate(need);
+                threshold = best.last().map(|(p, _)| p.clone());
                 more = true;
             }
             ControlFlow::Continue(())
@@ -545,7 +547,7 @@ impl Prepared {
             });
         }
         let start = done.max(self.offset) as usize;
-        let end = (done + want) as usize;
+        let end = start + want as usize;
         let docs: Vec<Value> = results
             .iter()
             .skip(start)
@@ -570,7 +572,7 @@ type RowVisitor<'f> = dyn FnMut(&[u8], u64, &[V<'_>]) -> ControlFlow<()> + 'f;
 
 /// A row's place in ORDER BY order: its sort keys, then its item's key and its index among
 /// the item's rows, so that ties keep the scan order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Position {
     keys: Vec<Option<Value>>,
     key: Vec<u8>,

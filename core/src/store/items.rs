@@ -369,6 +369,56 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Calls `visit` with every visible item of a container (or of one partition), in key
+    /// order, with the item's store key, from `from` (a key `visit` was given earlier,
+    /// inclusive) on, until `visit` breaks. One read transaction: a consistent view, and
+    /// writers are not held up.
+    pub fn scan_items(
+        &self,
+        database: &str,
+        container: &str,
+        partition_key: Option<&PartitionKey>,
+        from: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8], Item) -> std::ops::ControlFlow<()>,
+    ) -> Result<()> {
+        let generation = self.defs_generation();
+        self.read_tx(|kv, _| {
+            let def = self.def_cached(kv, generation, database, container)?;
+            let prefix = match partition_key {
+                Some(pk) => partition_prefix(def.creation_id, pk),
+                None => def.creation_id.0.to_be_bytes().to_vec(),
+            };
+            let end = prefix_end(&prefix);
+            let mut from = match from {
+                Some(k) if k.starts_with(&prefix) => k.to_vec(),
+                Some(_) => {
+                    return Err(Error::InvalidToken(
+                        "the position belongs to another container or partition".into(),
+                    ));
+                }
+                None => prefix.clone(),
+            };
+            loop {
+                let chunk = kv.scan(Table::Items, &from, end.as_deref(), 256)?;
+                let Some((last, _)) = chunk.last() else {
+                    return Ok(());
+                };
+                from = last.clone();
+                from.push(0);
+                for (k, v) in chunk {
+                    let rec: ItemRecord = decode("item", &v)?;
+                    if let Some(item) = render(kv, &rec)?
+                        && visit(&k, item).is_break()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        })
+    }
+}
+
 /// A continuation token: the hex of the key to resume at.
 pub(crate) fn encode_hex(b: &[u8]) -> String {
     super::codec::to_hex(b)

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod epk;
 mod patch;
+mod query;
 pub mod shape;
 
 use crate::api::{AppState, blocking, read_body};
@@ -601,15 +602,15 @@ async fn post_doc(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if is_true(&headers, "x-ms-cosmos-is-query-plan-request") {
+        return query::plan(state, db, coll, headers, body).await;
+    }
     if is_true(&headers, "x-ms-documentdb-isquery")
-        || is_true(&headers, "x-ms-cosmos-is-query-plan-request")
         || headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/query+json"))
     {
-        return Err(ApiError::bad_request(
-            "queries are not supported yet: converge serves queries from its next release (read items by id, or list them with read_all_items)",
-        ));
+        return query::run(state, db, coll, headers, body).await;
     }
     let item = body_json(&headers, body).await?;
     if !item.is_object() {
@@ -761,6 +762,9 @@ async fn patch_doc(
 ) -> Result<Response, ApiError> {
     let v = body_json(&headers, body).await?;
     let ops = patch::parse(&v)?;
+    let condition = patch::condition(&v)?
+        .map(|c| query::condition(&c))
+        .transpose()?;
     let if_match = text_header(&headers, "if-match")?;
     let metrics = state.metrics.clone();
     let (def, item) = blocking(&state, move |s| {
@@ -780,6 +784,14 @@ async fn patch_doc(
                     current: current.etag,
                 }
                 .into());
+            }
+            if let Some(c) = &condition
+                && !query::holds(c, &shape::item(&def, current.body.clone()))?
+            {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "the item does not meet the patch's condition",
+                ));
             }
             let patched = patch::apply(&ops, current.body, &def.partition_key_paths())?;
             match s.replace_item(&def.database, &def.name, &id, patched, Some(&current.etag)) {
@@ -849,6 +861,7 @@ async fn read_docs(
 /// The change feed's filters besides the container: a partition key (header), an effective
 /// partition key range (`x-ms-start-epk`/`x-ms-end-epk`, which the SDKs send for a partition key
 /// or a feed range), and a start time (`If-Modified-Since`, compared with `_ts`).
+#[derive(Debug)]
 struct FeedFilter {
     /// The header's values: a whole key, or a prefix of a hierarchical one.
     pk: Option<Vec<PartitionKey>>,
@@ -912,6 +925,18 @@ impl FeedFilter {
             }
         };
         let Some(key) = key else { return false };
+        if !self.keeps_key(def, &key) {
+            return false;
+        }
+        // A delete carries no time: it is kept (it happened after every version it removed).
+        match (self.since_ts, ts) {
+            (Some(since), Some(ts)) => ts >= since,
+            _ => true,
+        }
+    }
+
+    /// Whether an item with partition key `key` is in the filter's partitions and range.
+    fn keeps_key(&self, def: &ContainerDef, key: &PartitionKey) -> bool {
         if let Some(wanted) = &self.pk {
             let have = key.components();
             let prefix = wanted.len() <= have.len()
@@ -923,15 +948,9 @@ impl FeedFilter {
                 return false;
             }
         }
-        if let Some((start, end)) = &self.epk
-            && !epk::in_range(&effective_key(def, &key), start, end)
-        {
-            return false;
-        }
-        // A delete carries no time: it is kept (it happened after every version it removed).
-        match (self.since_ts, ts) {
-            (Some(since), Some(ts)) => ts >= since,
-            _ => true,
+        match &self.epk {
+            Some((start, end)) => epk::in_range(&effective_key(def, key), start, end),
+            None => true,
         }
     }
 }

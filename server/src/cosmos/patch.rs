@@ -19,20 +19,25 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg)
 }
 
+/// A patch body's condition (`FROM c WHERE …`), if it has one.
+pub(crate) fn condition(body: &Value) -> Result<Option<String>, ApiError> {
+    match body.get("condition") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(
+            "a patch \"condition\" is a string such as \"FROM c WHERE c.n > 1\"",
+        )),
+    }
+}
+
 /// The operations of a patch body: `{operations: [...]}` or a bare array.
 pub(crate) fn parse(body: &Value) -> Result<Vec<Op>, ApiError> {
     let list = match body {
         Value::Array(a) => a,
-        Value::Object(o) => {
-            if o.get("condition").is_some_and(|c| !c.is_null()) {
-                return Err(bad(
-                    "a patch condition is a query predicate, and queries are not supported yet: patch without a condition, or with If-Match",
-                ));
-            }
-            o.get("operations")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad("the patch body needs \"operations\": [...]"))?
-        }
+        Value::Object(o) => o
+            .get("operations")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("the patch body needs \"operations\": [...]"))?,
         _ => return Err(bad("the patch body must be {\"operations\": [...]}")),
     };
     if list.is_empty() || list.len() > 10 {
@@ -276,6 +281,12 @@ mod tests {
         ] {
             assert!(run(ops.clone(), doc.clone()).is_err(), "{ops}");
         }
-        assert!(parse(&json!({"operations": [{"op": "set", "path": "/a", "value": 1}], "condition": "from c where c.n = 1"})).is_err());
+        let conditional = json!({"operations": [{"op": "set", "path": "/a", "value": 1}], "condition": "from c where c.n = 1"});
+        assert!(parse(&conditional).is_ok());
+        assert_eq!(
+            condition(&conditional).expect("a string").as_deref(),
+            Some("from c where c.n = 1")
+        );
+        assert!(condition(&json!({"condition": 1})).is_err());
     }
 }
