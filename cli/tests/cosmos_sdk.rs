@@ -183,6 +183,26 @@ fn every_route_works_through_the_javascript_sdk() {
     routes_in_one_region(js_phase);
 }
 
+/// The query cases both suites run (hand-written results).
+fn query_cases() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk/queries.json")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_query_construct_works_through_both_sdks() {
+    let root = tempfile::tempdir().expect("dir");
+    let key = key_file(root.path());
+    let mut west = Region::new(root.path(), "west", free_port());
+    west.key = Some(key.clone());
+    west.start();
+    let cases = query_cases();
+    assert!(phase(&key, &west, "queries", &[&cases]).contains("queries ok"));
+    assert!(js_phase(&key, &west, "queries", &[&cases]).contains("queries ok"));
+}
+
 #[test]
 fn three_regions_written_while_isolated_converge_through_both_sdks() {
     let root = tempfile::tempdir().expect("dir");

@@ -94,8 +94,10 @@ async function routes() {
 
   await co.item("b", 42).delete();
   assert.equal((await co.item("b", 42).read()).statusCode, 404);
-  const e = await rejects(400, () => co.items.query("SELECT * FROM c").fetchAll());
-  assert.match(e.message, /quer/);
+  const { resources: listed } = await co.items.query("SELECT * FROM c").fetchAll();
+  assert.deepEqual(listed.map((i) => i.id).sort(), ["a", "with space & ü"]);
+  const e = await rejects(400, () => co.items.query("SELECT * FROM c WHERE").fetchAll());
+  assert.match(e.message, /offset 21/);
   const { resources: conflicts } = await co.conflicts.readAll().fetchAll();
   assert.deepEqual(conflicts, []);
   await co.delete();
@@ -139,7 +141,77 @@ async function tls() {
   console.log("tls ok");
 }
 
+// JSON text with object keys sorted: a multiset of results compares by it.
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v && typeof v === "object") {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
+
+function userFields(r) {
+  if (r && typeof r === "object" && !Array.isArray(r)) {
+    return Object.fromEntries(Object.entries(r).filter(([k]) => !k.startsWith("_")));
+  }
+  return r;
+}
+
+// Every case of queries.json through items.query (with and without a partition key, at the
+// default page size and at two a page), fetchNext with a continuation token, readAll, a bad
+// query's error, and patch conditions.
+async function queries(casesFile) {
+  const spec = JSON.parse(readFileSync(casesFile, "utf8"));
+  const { database: db } = await client.databases.createIfNotExists({ id: "jsqueries" });
+  const { container: co } = await db.containers.create({ id: "q", partitionKey: { paths: ["/pk"] } });
+  for (const item of spec.items) await co.items.create(item);
+  for (const c of spec.cases) {
+    for (const maxItemCount of [undefined, 2]) {
+      const options = {};
+      if (c.pk !== undefined) options.partitionKey = c.pk;
+      if (maxItemCount) options.maxItemCount = maxItemCount;
+      const query = { query: c.query, parameters: c.parameters ?? [] };
+      const { resources } = await co.items.query(query, options).fetchAll();
+      const got = resources.map(userFields);
+      const what = `${c.query} (maxItemCount ${maxItemCount})`;
+      if (c.ordered === false) {
+        assert.deepEqual(got.map(canonical).sort(), c.expected.map(canonical).sort(), what);
+      } else {
+        assert.deepEqual(got, c.expected, what);
+      }
+    }
+  }
+  const text = "SELECT VALUE c.id FROM c ORDER BY c.id";
+  const first = await co.items.query(text, { maxItemCount: 4 }).fetchNext();
+  assert.deepEqual(first.resources, ["1", "2", "3", "4"]);
+  assert.ok(first.continuationToken);
+  const rest = await co.items
+    .query(text, { maxItemCount: 4, continuationToken: first.continuationToken })
+    .fetchNext();
+  assert.deepEqual(rest.resources, ["5", "6"]);
+  const pages = [];
+  for await (const page of co.items.query(text, { maxItemCount: 5 }).getAsyncIterator()) {
+    pages.push(page.resources);
+  }
+  assert.deepEqual(pages, [["1", "2", "3", "4", "5"], ["6"]]);
+  const { resources: all } = await co.items.readAll().fetchAll();
+  assert.deepEqual(all.map((i) => i.id).sort(), ["1", "2", "3", "4", "5", "6"]);
+  const e = await rejects(400, () => co.items.query("SELECT c.n FROM c ORDER BY").fetchAll());
+  assert.match(e.message, /offset 26/);
+
+  const operations = [{ op: "incr", path: "/n", value: 1 }];
+  const { resource: patched } = await co
+    .item("1", "a")
+    .patch({ condition: "FROM c WHERE c.n = 3", operations });
+  assert.equal(patched.n, 4);
+  await rejects(412, () => co.item("1", "a").patch({ condition: "FROM c WHERE c.n = 3", operations }));
+  assert.equal((await co.item("1", "a").read()).resource.n, 4);
+  await db.delete();
+  console.log("queries ok");
+}
+
 if (phase === "routes") await routes();
+else if (phase === "queries") await queries(rest[0]);
 else if (phase === "tls") await tls();
 else if (phase === "conflicts") await conflicts(Number(rest[0]));
 else throw new Error(`no phase ${phase}`);

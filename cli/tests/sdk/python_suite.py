@@ -143,8 +143,10 @@ def routes(c, region):
     expect(exceptions.CosmosResourceNotFoundError, co.read_item, "b", partition_key=42)
     expect(exceptions.CosmosResourceNotFoundError, co.delete_item, "b", partition_key=42)
 
-    e = expect(exceptions.CosmosHttpResponseError, lambda: list(co.query_items("SELECT * FROM c", enable_cross_partition_query=True)))
-    assert e.status_code == 400 and "quer" in str(e), e
+    listed = sorted(i["id"] for i in co.query_items("SELECT * FROM c", enable_cross_partition_query=True))
+    assert listed == sorted(i["id"] for i in co.read_all_items()), listed
+    e = expect(exceptions.CosmosHttpResponseError, lambda: list(co.query_items("SELECT * FROM c WHERE", enable_cross_partition_query=True)))
+    assert e.status_code == 400 and "offset 21" in str(e), e
 
     expect(exceptions.CosmosHttpResponseError, co.upsert_item, {"id": "big", "pk": "p", "x": "y" * (3 << 20)})
     assert list(co.list_conflicts()) == []
@@ -281,6 +283,10 @@ def conflicts(c, region, expected_regions):
         assert content["id"].startswith("item") and content["by"], x
         one = manual.get_conflict(x["id"], partition_key="p")
         assert one["id"] == x["id"], one
+    # A query shows the items in conflict as reads show them: their tentative values.
+    queried = manual.query_items("SELECT * FROM c WHERE STARTSWITH(c.id, 'item')", enable_cross_partition_query=True)
+    for item in queried:
+        assert item == manual.read_item(item["id"], partition_key="p"), item
     cart = db.get_container_client("carts").read_item("cart", partition_key="p")
     skus = sorted(line["sku"] for line in cart["lines"])
     assert len(skus) == expected_regions, cart
@@ -300,6 +306,67 @@ def resolve(c, region):
     print("resolve ok")
 
 
+def canonical(results):
+    """Results as a multiset: sorted by their JSON text."""
+    return sorted(results, key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def user_fields(result):
+    """An object result without its system properties (keys starting with _)."""
+    if isinstance(result, dict):
+        return {k: v for k, v in result.items() if not k.startswith("_")}
+    return result
+
+
+def queries(c, region, cases_file):
+    """Every case of queries.json through query_items, in one partition or across them, at
+    the default page size and at two items a page; paging by continuation token; a bad
+    query's error; a patch whose condition holds and one whose condition does not."""
+    spec = json.load(open(cases_file))
+    db = c.create_database_if_not_exists("pyqueries")
+    co = db.create_container("q", partition_key=PartitionKey(path="/pk"))
+    for item in spec["items"]:
+        co.create_item(item)
+    for case in spec["cases"]:
+        for size in (None, 2):
+            kwargs = {"parameters": case.get("parameters")}
+            if "pk" in case:
+                kwargs["partition_key"] = case["pk"]
+            else:
+                kwargs["enable_cross_partition_query"] = True
+            if size:
+                kwargs["max_item_count"] = size
+            got = [user_fields(r) for r in co.query_items(case["query"], **kwargs)]
+            expected = case["expected"]
+            if case.get("ordered", True):
+                assert got == expected, (case["query"], size, got)
+            else:
+                assert canonical(got) == canonical(expected), (case["query"], size, got)
+
+    text = "SELECT VALUE c.id FROM c ORDER BY c.id"
+    pages = co.query_items(text, enable_cross_partition_query=True, max_item_count=4).by_page()
+    first = list(next(pages))
+    token = pages.continuation_token
+    assert first == ["1", "2", "3", "4"] and token, (first, token)
+    rest = co.query_items(text, enable_cross_partition_query=True, max_item_count=4).by_page(token)
+    assert [i for page in rest for i in page] == ["5", "6"]
+
+    e = expect(
+        exceptions.CosmosHttpResponseError,
+        lambda: list(co.query_items("SELECT c.n FROM c ORDER BY", enable_cross_partition_query=True)),
+    )
+    assert e.status_code == 400 and "offset 26" in str(e), e
+
+    ops = [{"op": "incr", "path": "/n", "value": 1}]
+    patched = co.patch_item("1", "a", ops, filter_predicate="FROM c WHERE c.n = 3")
+    assert patched["n"] == 4, patched
+    e = expect(exceptions.CosmosHttpResponseError, co.patch_item, "1", "a", ops, filter_predicate="FROM c WHERE c.n = 3")
+    assert e.status_code == 412, e
+    assert co.read_item("1", partition_key="a")["n"] == 4
+    c.delete_database("pyqueries")
+    print("queries ok")
+
+
 if __name__ == "__main__":
     phase, key_file, region, url, *rest = sys.argv[1:]
     ARGS = (key_file, region, url)
@@ -308,5 +375,7 @@ if __name__ == "__main__":
         conflicts(c, region, int(rest[0]))
     elif phase == "tls":
         tls(c, region, rest[0])
+    elif phase == "queries":
+        queries(c, region, rest[0])
     else:
         {"routes": routes, "setup": setup, "write": write, "snapshot": snapshot, "resolve": resolve}[phase](c, region)
