@@ -61,7 +61,7 @@ pub use resolve::{
 };
 pub use store::{
     ApplyReport, DEFAULT_CACHE_BYTES, DatabaseDef, Durability, Item, ItemState, STORE_FILE, Store,
-    StoreOptions, StoreStats, WriteOp, WriteOutcome,
+    StoreOptions, StoreStats, VisibleItem, WriteOp, WriteOutcome,
 };
 pub use udf::{
     ABI_VERSION, CallReport, CallTimings, DEFAULT_WATCHDOG, EngineFingerprint, MAX_LOG_BYTES,

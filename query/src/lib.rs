@@ -8,7 +8,7 @@
 //! grammar and the functions.
 //!
 //! ```
-//! use converge_query::{Items, Prepared};
+//! use converge_query::{Items, Parsed, Prepared, Visit};
 //! use serde_json::{Value, json};
 //! use std::ops::ControlFlow;
 //!
@@ -19,13 +19,13 @@
 //!     fn scan(
 //!         &mut self,
 //!         from: Option<&[u8]>,
-//!         visit: &mut dyn FnMut(&[u8], &Value) -> ControlFlow<()>,
+//!         visit: &mut Visit<'_>,
 //!     ) -> Result<(), Self::Error> {
 //!         for (k, v) in &self.0 {
 //!             if from.is_some_and(|f| k.as_slice() < f) {
 //!                 continue;
 //!             }
-//!             if visit(k, v).is_break() {
+//!             if visit(k, &mut Parsed(v)).is_break() {
 //!                 break;
 //!             }
 //!         }
@@ -52,9 +52,11 @@ mod eval;
 mod exec;
 mod lexer;
 mod parser;
+mod pick;
 mod value;
 
-pub use exec::{Items, Page, Prepared, RunError};
+pub use exec::{Item, Items, Page, Parsed, Prepared, RunError, Visit};
+pub use pick::pick;
 
 /// A query that cannot be run: what is wrong, and where in the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -605,10 +605,18 @@ impl Parser<'_> {
                     }
                 }
             } else if self.eat_sym("[") {
+                // Only a string literal, `e["prop"]`, is a path step (that names a
+                // projection); `e[@p]` with a string parameter reads the same property
+                // but is an index, so a parameter's value never names a result property.
+                let literal = matches!(self.peek(), Tok::Str(_))
+                    && matches!(
+                        self.tokens.get(self.pos + 1).map(|t| &t.tok),
+                        Some(Tok::Sym("]"))
+                    );
                 let index = self.expr()?;
                 self.expect_sym("]")?;
                 e = match index {
-                    Expr::Const(Value::String(s)) => Expr::Prop(Box::new(e), s),
+                    Expr::Const(Value::String(s)) if literal => Expr::Prop(Box::new(e), s),
                     other => Expr::Index(Box::new(e), Box::new(other)),
                 };
             } else {

@@ -82,29 +82,63 @@ impl WriteOutcome {
     }
 }
 
+/// A visible item as the store holds it, before its body is parsed: what a scan that reads
+/// only some properties of each item needs.
+#[derive(Clone, Copy, Debug)]
+pub struct VisibleItem<'a> {
+    /// The item's JSON text as written, without its system properties.
+    pub body: &'a str,
+    /// `_ts`, seconds.
+    pub ts: u64,
+    /// The change-feed position of this visible value (`_lsn`).
+    pub lsn: u64,
+    etag: u64,
+}
+
+impl VisibleItem<'_> {
+    /// `_etag` (also the HTTP `ETag`), quoted.
+    pub fn etag(&self) -> String {
+        etag_string(self.etag)
+    }
+
+    /// The item as reads return it: the body parsed, with `_ts`, `_etag` and `_lsn`.
+    pub fn to_item(&self) -> Result<Item> {
+        let mut obj: Map<String, Value> = match serde_json::from_str(self.body) {
+            Ok(Value::Object(o)) => o,
+            _ => {
+                return Err(Error::Storage(
+                    "the store holds a visible body that is not an object".into(),
+                ));
+            }
+        };
+        let etag = self.etag();
+        obj.insert("_ts".into(), self.ts.into());
+        obj.insert("_etag".into(), etag.clone().into());
+        obj.insert("_lsn".into(), self.lsn.into());
+        Ok(Item {
+            body: Value::Object(obj),
+            etag,
+            lsn: self.lsn,
+            ts: self.ts,
+        })
+    }
+}
+
 /// Renders a visible record as the user sees it (`None` when it shows nothing).
 pub(crate) fn render(kv: &dyn KvRead, rec: &ItemRecord) -> Result<Option<Item>> {
     let Some(body) = defs::visible_body(kv, rec)? else {
         return Ok(None);
     };
-    let mut obj: Map<String, Value> = match serde_json::from_str(&body) {
-        Ok(Value::Object(o)) => o,
-        _ => {
-            return Err(Error::Storage(
-                "the store holds a visible body that is not an object".into(),
-            ));
-        }
-    };
-    let etag = etag_string(rec.etag);
-    obj.insert("_ts".into(), rec.ts.into());
-    obj.insert("_etag".into(), etag.clone().into());
-    obj.insert("_lsn".into(), rec.lsn.into());
-    Ok(Some(Item {
-        body: Value::Object(obj),
-        etag,
-        lsn: rec.lsn,
+    visible(rec, &body).to_item().map(Some)
+}
+
+fn visible<'a>(rec: &ItemRecord, body: &'a str) -> VisibleItem<'a> {
+    VisibleItem {
+        body,
         ts: rec.ts,
-    }))
+        lsn: rec.lsn,
+        etag: rec.etag,
+    }
 }
 
 fn check_if_match(rec: &ItemRecord, if_match: Option<&str>) -> Result<()> {
@@ -372,15 +406,16 @@ impl Store {
 impl Store {
     /// Calls `visit` with every visible item of a container (or of one partition), in key
     /// order, with the item's store key, from `from` (a key `visit` was given earlier,
-    /// inclusive) on, until `visit` breaks. One read transaction: a consistent view, and
+    /// inclusive) on, until `visit` breaks. Bodies are handed over unparsed
+    /// ([`VisibleItem::to_item`] parses one). One read transaction: a consistent view, and
     /// writers are not held up.
-    pub fn scan_items(
+    pub fn scan_visible(
         &self,
         database: &str,
         container: &str,
         partition_key: Option<&PartitionKey>,
         from: Option<&[u8]>,
-        mut visit: impl FnMut(&[u8], Item) -> std::ops::ControlFlow<()>,
+        mut visit: impl FnMut(&[u8], VisibleItem<'_>) -> std::ops::ControlFlow<()>,
     ) -> Result<()> {
         let generation = self.defs_generation();
         self.read_tx(|kv, _| {
@@ -408,8 +443,8 @@ impl Store {
                 from.push(0);
                 for (k, v) in chunk {
                     let rec: ItemRecord = decode("item", &v)?;
-                    if let Some(item) = render(kv, &rec)?
-                        && visit(&k, item).is_break()
+                    if let Some(body) = defs::visible_body(kv, &rec)?
+                        && visit(&k, visible(&rec, &body)).is_break()
                     {
                         return Ok(());
                     }

@@ -32,7 +32,7 @@ pub(crate) fn parse_def_body(body: &str) -> Result<crate::model::ContainerDef> {
     defs::parse_def(body)
 }
 pub(crate) use defs::def_key;
-pub use items::{Item, WriteOp, WriteOutcome};
+pub use items::{Item, VisibleItem, WriteOp, WriteOutcome};
 pub(crate) use tx::etag_string;
 
 /// Name of the database file inside a data directory.

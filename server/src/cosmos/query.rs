@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use converge_core::{ContainerDef, PartitionKey, Store};
-use converge_query::{Items, Prepared, RunError};
+use converge_query::{Item, Items, Parsed, Prepared, RunError, Visit, pick};
 use serde_json::{Value, json};
 use std::ops::ControlFlow;
 
@@ -118,7 +118,7 @@ impl Items for StoreItems<'_> {
     fn scan(
         &mut self,
         from: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &Value) -> ControlFlow<()>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), Self::Error> {
         let partition = match self.scope {
             Scope::Partition(pk) => Some(pk),
@@ -127,16 +127,68 @@ impl Items for StoreItems<'_> {
         let def = self.def;
         let scope = self.scope;
         self.store
-            .scan_items(&def.database, &def.name, partition, from, |key, item| {
-                if let Scope::Filtered(f) = scope
-                    && !def
-                        .partition_key_of(&item.body)
+            .scan_visible(&def.database, &def.name, partition, from, |key, item| {
+                let mut item = StoreItem { def, item };
+                if let Scope::Filtered(f) = scope {
+                    let keys = item.partial(
+                        &def.partition_key_paths()
+                            .iter()
+                            .filter_map(|p| top_level(p))
+                            .collect::<Vec<_>>(),
+                    );
+                    if !def
+                        .partition_key_of(&keys)
                         .is_ok_and(|pk| f.keeps_key(def, &pk))
-                {
-                    return ControlFlow::Continue(());
+                    {
+                        return ControlFlow::Continue(());
+                    }
                 }
-                visit(key, &shape::item(def, item.body))
+                visit(key, &mut item)
             })
+    }
+}
+
+/// The top-level property a partition key path starts in (`/a/b` → `a`).
+fn top_level(path: &str) -> Option<String> {
+    path.trim_start_matches('/')
+        .split('/')
+        .next()
+        .map(str::to_owned)
+}
+
+/// One visible item: its properties parsed only as a query asks for them.
+struct StoreItem<'a> {
+    def: &'a ContainerDef,
+    item: converge_core::VisibleItem<'a>,
+}
+
+/// The properties converge adds to an item as reads show it.
+const SYSTEM: [&str; 6] = ["_ts", "_etag", "_lsn", "_rid", "_self", "_attachments"];
+
+impl Item for StoreItem<'_> {
+    fn partial(&mut self, names: &[String]) -> Value {
+        if names.iter().any(|n| n == "_rid" || n == "_self") {
+            // These need the whole item (its partition key and id): rare in a query.
+            return Parsed(&self.full()).partial(names);
+        }
+        let mut picked = pick(self.item.body, names).unwrap_or_default();
+        for n in names.iter().filter(|n| SYSTEM.contains(&n.as_str())) {
+            let v = match n.as_str() {
+                "_ts" => Value::from(self.item.ts),
+                "_lsn" => Value::from(self.item.lsn),
+                "_etag" => Value::from(self.item.etag()),
+                _ => Value::from("attachments/"),
+            };
+            picked.insert(n.clone(), v);
+        }
+        Value::Object(picked)
+    }
+
+    fn full(&mut self) -> Value {
+        match self.item.to_item() {
+            Ok(item) => shape::item(self.def, item.body),
+            Err(_) => Value::Null,
+        }
     }
 }
 
@@ -273,9 +325,9 @@ pub(super) fn holds(condition: &Prepared, item: &Value) -> Result<bool, ApiError
         fn scan(
             &mut self,
             _from: Option<&[u8]>,
-            visit: &mut dyn FnMut(&[u8], &Value) -> ControlFlow<()>,
+            visit: &mut Visit<'_>,
         ) -> Result<(), Self::Error> {
-            let _ = visit(b"item", self.0);
+            let _ = visit(b"item", &mut Parsed(self.0));
             Ok(())
         }
     }
