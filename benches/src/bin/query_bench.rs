@@ -33,6 +33,9 @@ struct Args {
     /// Leave PostgreSQL out.
     #[arg(long)]
     no_postgres: bool,
+    /// Time converge alone (no baselines, no PostgreSQL): for profiling its scan.
+    #[arg(long)]
+    converge_only: bool,
 }
 
 /// Item `i` of a container (~1 KiB of JSON): `n` cycles over 0..1000, so `c.n = 7` keeps one
@@ -259,7 +262,7 @@ fn main() -> Result<()> {
     let base =
         converge_benches::serve_keyed("west", dir.path(), "127.0.0.1:0", Vec::new(), Some(KEY))?;
     let agent = agent();
-    let postgres = if args.no_postgres {
+    let postgres = if args.no_postgres || args.converge_only {
         None
     } else {
         match postgres_load(&one, &many) {
@@ -284,6 +287,10 @@ fn main() -> Result<()> {
             let t = Instant::now();
             first_page(&agent, &base, &case)?;
             ours.push(t.elapsed());
+        }
+        if args.converge_only {
+            println!("| {} | {:.0} items/s |", case.what, rate(texts.len(), median(ours)));
+            continue;
         }
         let mut loops = Vec::new();
         let mut expected = 0;
