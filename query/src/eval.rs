@@ -298,13 +298,13 @@ fn call<'a>(f: Func, args: &'a [Expr], row: &[V<'a>], aggs: &AggValues<'_>) -> V
             };
             let len = a.len() as i64;
             let start = if start < 0 {
-                (len + start).max(0)
+                len.saturating_add(start).max(0)
             } else {
                 start.min(len)
             };
             let end = if args.len() == 3 {
                 match whole(&arg(2)) {
-                    Some(n) => (start + n.max(0)).min(len),
+                    Some(n) => start.saturating_add(n.max(0)).min(len),
                     None => return V::Undef,
                 }
             } else {
@@ -352,7 +352,7 @@ fn call<'a>(f: Func, args: &'a [Expr], row: &[V<'a>], aggs: &AggValues<'_>) -> V
             let chars: Vec<char> = s.chars().collect();
             let n = chars.len() as i64;
             let start = start.clamp(0, n);
-            let end = (start + len.max(0)).min(n);
+            let end = start.saturating_add(len.max(0)).min(n);
             V::Own(Value::String(
                 chars[start as usize..end as usize].iter().collect(),
             ))
@@ -404,10 +404,10 @@ fn call<'a>(f: Func, args: &'a [Expr], row: &[V<'a>], aggs: &AggValues<'_>) -> V
 }
 
 /// A whole number argument.
+/// Any whole double is one (`1e21` too): `as` saturates beyond `i64`, and the callers
+/// clamp into a string or an array, so the result is exact.
 fn whole(v: &V<'_>) -> Option<i64> {
-    v.as_f64()
-        .filter(|n| n.fract() == 0.0 && n.abs() < 9e15)
-        .map(|n| n as i64)
+    v.as_f64().filter(|n| n.fract() == 0.0).map(|n| n as i64)
 }
 
 fn string_map<'a>(v: V<'a>, f: impl Fn(&str) -> String) -> V<'a> {

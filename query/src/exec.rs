@@ -29,11 +29,7 @@ pub trait Items {
     type Error;
     /// Calls `visit` with each item (its key, and the item to read) from `from` (inclusive)
     /// on, in key order, until `visit` breaks or the items end.
-    fn scan(
-        &mut self,
-        from: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), Self::Error>;
+    fn scan(&mut self, from: Option<&[u8]>, visit: &mut Visit<'_>) -> Result<(), Self::Error>;
 }
 
 /// One item of a source, read only as far as a query needs: a query that filters on `c.n`
@@ -200,7 +196,9 @@ impl Prepared {
         continuation: Option<&str>,
         max_items: usize,
     ) -> Result<Page, RunError<S::Error>> {
-        let max = max_items.max(1) as u64;
+        // At most u32::MAX a page (a page may be shorter than asked), so that no count
+        // derived from the size overflows.
+        let max = max_items.clamp(1, u32::MAX as usize) as u64;
         let token = continuation.map(|t| self.decode(t)).transpose()?;
         let done = token.as_ref().map_or(0, |t| t.done);
         // Results this page may still return under TOP / LIMIT (counted after OFFSET).
@@ -401,7 +399,8 @@ impl Prepared {
                 let Some(doc) = project() else {
                     return ControlFlow::Continue(());
                 };
-                done += 1;
+                // Saturating: `done` comes from a token a client may have edited.
+                done = done.saturating_add(1);
                 if done > self.offset {
                     docs.push(doc);
                 }
@@ -498,7 +497,7 @@ impl Prepared {
         let mut last = None;
         let mut docs = Vec::new();
         for (pos, doc) in best {
-            done += 1;
+            done = done.saturating_add(1);
             if done > self.offset {
                 docs.push(doc);
             }
@@ -623,7 +622,7 @@ impl Prepared {
             });
         }
         let start = done.max(self.offset) as usize;
-        let end = start + want as usize;
+        let end = start.saturating_add(want as usize);
         let docs: Vec<Value> = results
             .iter()
             .skip(start)
@@ -1048,11 +1047,7 @@ mod tests {
 
     impl Items for Mem {
         type Error = std::convert::Infallible;
-        fn scan(
-            &mut self,
-            from: Option<&[u8]>,
-            visit: &mut Visit<'_>,
-        ) -> Result<(), Self::Error> {
+        fn scan(&mut self, from: Option<&[u8]>, visit: &mut Visit<'_>) -> Result<(), Self::Error> {
             for (k, v) in &self.0 {
                 if from.is_some_and(|f| k.as_slice() < f) {
                     continue;
@@ -1099,6 +1094,42 @@ mod tests {
             );
             assert_eq!(all_pages(&q, &mut items, 100).len(), 6, "{text}");
         }
+    }
+
+    /// The deepest trees the parser lets through evaluate (and drop) on a 2 MiB stack, the
+    /// size of the threads that run queries in the server.
+    #[test]
+    fn the_deepest_allowed_expressions_evaluate() {
+        let deep = crate::parser::MAX_DEPTH - 2;
+        let nested = crate::parser::MAX_NESTING - 2;
+        let texts = [
+            format!("SELECT VALUE c.n{} FROM c", " + 1".repeat(deep)),
+            format!(
+                "SELECT VALUE {}c.n{} FROM c",
+                "ABS(".repeat(nested),
+                ")".repeat(nested)
+            ),
+            format!(
+                "SELECT * FROM c WHERE c.n = 0{}",
+                " OR c.n = 1".repeat(deep / 2)
+            ),
+        ];
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                for text in texts {
+                    let q = Prepared::new(&text, &[], "t").expect("within the limits");
+                    let mut items = Mem(vec![(vec![0], json!({"n": 1}))]);
+                    assert_eq!(
+                        q.page(&mut items, None, 10).expect("runs").documents.len(),
+                        1,
+                        "{text}"
+                    );
+                }
+            })
+            .expect("thread")
+            .join()
+            .expect("no overflow");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub fn parse(text: &str, params: &HashMap<String, Value>) -> Result<Query, Query
         pos: 0,
         params,
         names: Vec::new(),
+        depth: 0,
+        nesting: 0,
     };
     p.query()
 }
@@ -73,9 +75,45 @@ struct Parser<'a> {
     params: &'a HashMap<String, Value>,
     /// Every name an expression used, with where, in the order read.
     names: Vec<(String, usize)>,
+    /// The depth of the expression the last parsing function returned (a leaf is 1).
+    depth: usize,
+    /// Expressions being parsed inside one another (parentheses, arguments, lists).
+    nesting: usize,
 }
 
+/// The deepest expression tree a query may hold: evaluating and dropping a tree recurse
+/// through it, so its depth is bounded (and with it the stack they use).
+pub const MAX_DEPTH: usize = 256;
+
+/// The most expressions parsed inside one another (parentheses, arguments, `NOT`, signs):
+/// each costs the parser a dozen stack frames.
+pub const MAX_NESTING: usize = 64;
+
 impl Parser<'_> {
+    /// Records that the expression just built is `depth` deep; an error past [`MAX_DEPTH`].
+    fn deep(&mut self, depth: usize) -> Result<(), QueryError> {
+        if depth > MAX_DEPTH {
+            return Err(QueryError::at(
+                self.at(),
+                format!("the expression nests deeper than {MAX_DEPTH} operators"),
+            ));
+        }
+        self.depth = depth;
+        Ok(())
+    }
+
+    /// Enters one more expression inside another; an error past [`MAX_NESTING`].
+    fn nest(&mut self) -> Result<(), QueryError> {
+        self.nesting += 1;
+        if self.nesting > MAX_NESTING {
+            return Err(QueryError::at(
+                self.at(),
+                format!("the query nests expressions deeper than {MAX_NESTING} levels"),
+            ));
+        }
+        Ok(())
+    }
+
     fn peek(&self) -> &Tok {
         &self.tokens[self.pos].tok
     }
@@ -411,24 +449,34 @@ impl Parser<'_> {
     fn postfix_path(&mut self) -> Result<Expr, QueryError> {
         let (name, at) = self.ident("a source name")?;
         self.names.push((name.clone(), at));
+        self.depth = 1;
         self.postfix_tail(Expr::Alias { name, slot: 0 })
     }
 
     fn expr(&mut self) -> Result<Expr, QueryError> {
+        self.nest()?;
         let cond = self.coalesce()?;
-        if self.eat_sym("?") {
+        let e = if self.eat_sym("?") {
+            let dc = self.depth;
             let a = self.expr()?;
+            let da = self.depth;
             self.expect_sym(":")?;
             let b = self.expr()?;
-            return Ok(Expr::Ternary(Box::new(cond), Box::new(a), Box::new(b)));
-        }
-        Ok(cond)
+            self.deep(dc.max(da).max(self.depth) + 1)?;
+            Expr::Ternary(Box::new(cond), Box::new(a), Box::new(b))
+        } else {
+            cond
+        };
+        self.nesting -= 1;
+        Ok(e)
     }
 
     fn coalesce(&mut self) -> Result<Expr, QueryError> {
         let mut left = self.or()?;
         while self.eat_sym("??") {
+            let d = self.depth;
             let right = self.or()?;
+            self.deep(d.max(self.depth) + 1)?;
             left = Expr::Coalesce(Box::new(left), Box::new(right));
         }
         Ok(left)
@@ -437,7 +485,9 @@ impl Parser<'_> {
     fn or(&mut self) -> Result<Expr, QueryError> {
         let mut left = self.and()?;
         while self.eat_word("OR") {
+            let d = self.depth;
             let right = self.and()?;
+            self.deep(d.max(self.depth) + 1)?;
             left = Expr::Binary(BinOp::Or, Box::new(left), Box::new(right));
         }
         Ok(left)
@@ -446,7 +496,9 @@ impl Parser<'_> {
     fn and(&mut self) -> Result<Expr, QueryError> {
         let mut left = self.not()?;
         while self.eat_word("AND") {
+            let d = self.depth;
             let right = self.not()?;
+            self.deep(d.max(self.depth) + 1)?;
             left = Expr::Binary(BinOp::And, Box::new(left), Box::new(right));
         }
         Ok(left)
@@ -454,7 +506,10 @@ impl Parser<'_> {
 
     fn not(&mut self) -> Result<Expr, QueryError> {
         if self.eat_word("NOT") {
+            self.nest()?;
             let e = self.not()?;
+            self.nesting -= 1;
+            self.deep(self.depth + 1)?;
             return Ok(Expr::Unary(UnOp::Not, Box::new(e)));
         }
         self.comparison()
@@ -484,12 +539,16 @@ impl Parser<'_> {
                         false
                     };
                     if self.eat_word("IN") {
+                        let mut d = self.depth;
                         self.expect_sym("(")?;
                         let mut list = vec![self.expr()?];
+                        d = d.max(self.depth);
                         while self.eat_sym(",") {
                             list.push(self.expr()?);
+                            d = d.max(self.depth);
                         }
                         self.expect_sym(")")?;
+                        self.deep(d + 1)?;
                         left = Expr::In {
                             expr: Box::new(left),
                             list,
@@ -498,9 +557,12 @@ impl Parser<'_> {
                         continue;
                     }
                     if self.eat_word("BETWEEN") {
+                        let d = self.depth;
                         let low = self.concat()?;
+                        let dl = self.depth;
                         self.expect_word("AND")?;
                         let high = self.concat()?;
+                        self.deep(d.max(dl).max(self.depth) + 1)?;
                         left = Expr::Between {
                             expr: Box::new(left),
                             low: Box::new(low),
@@ -510,7 +572,9 @@ impl Parser<'_> {
                         continue;
                     }
                     if self.eat_word("LIKE") {
+                        let d = self.depth;
                         let pattern = self.concat()?;
+                        self.deep(d.max(self.depth) + 1)?;
                         let escape = if self.eat_word("ESCAPE") {
                             let at = self.at();
                             match self.bump().tok {
@@ -540,7 +604,9 @@ impl Parser<'_> {
                 }
             };
             self.bump();
+            let d = self.depth;
             let right = self.concat()?;
+            self.deep(d.max(self.depth) + 1)?;
             left = Expr::Binary(op, Box::new(left), Box::new(right));
         }
     }
@@ -548,7 +614,9 @@ impl Parser<'_> {
     fn concat(&mut self) -> Result<Expr, QueryError> {
         let mut left = self.additive()?;
         while self.eat_sym("||") {
+            let d = self.depth;
             let right = self.additive()?;
+            self.deep(d.max(self.depth) + 1)?;
             left = Expr::Binary(BinOp::Concat, Box::new(left), Box::new(right));
         }
         Ok(left)
@@ -563,7 +631,9 @@ impl Parser<'_> {
                 _ => return Ok(left),
             };
             self.bump();
+            let d = self.depth;
             let right = self.multiplicative()?;
+            self.deep(d.max(self.depth) + 1)?;
             left = Expr::Binary(op, Box::new(left), Box::new(right));
         }
     }
@@ -578,17 +648,23 @@ impl Parser<'_> {
                 _ => return Ok(left),
             };
             self.bump();
+            let d = self.depth;
             let right = self.unary()?;
+            self.deep(d.max(self.depth) + 1)?;
             left = Expr::Binary(op, Box::new(left), Box::new(right));
         }
     }
 
     fn unary(&mut self) -> Result<Expr, QueryError> {
-        if self.eat_sym("-") {
-            return Ok(Expr::Unary(UnOp::Neg, Box::new(self.unary()?)));
-        }
-        if self.eat_sym("+") {
-            return Ok(Expr::Unary(UnOp::Plus, Box::new(self.unary()?)));
+        for (sym, op) in [("-", UnOp::Neg), ("+", UnOp::Plus)] {
+            if self.eat_sym(sym) {
+                // Each sign is an expression level: `- - - x` nests like parentheses.
+                self.nest()?;
+                let e = self.unary()?;
+                self.nesting -= 1;
+                self.deep(self.depth + 1)?;
+                return Ok(Expr::Unary(op, Box::new(e)));
+            }
         }
         let primary = self.primary()?;
         self.postfix_tail(primary)
@@ -599,7 +675,10 @@ impl Parser<'_> {
             if self.eat_sym(".") {
                 let at = self.at();
                 match self.bump().tok {
-                    Tok::Word(w) => e = Expr::Prop(Box::new(e), w),
+                    Tok::Word(w) => {
+                        self.deep(self.depth + 1)?;
+                        e = Expr::Prop(Box::new(e), w)
+                    }
                     _ => {
                         return Err(QueryError::at(at, "expected a property name after `.`"));
                     }
@@ -613,8 +692,10 @@ impl Parser<'_> {
                         self.tokens.get(self.pos + 1).map(|t| &t.tok),
                         Some(Tok::Sym("]"))
                     );
+                let d = self.depth;
                 let index = self.expr()?;
                 self.expect_sym("]")?;
+                self.deep(d.max(self.depth) + 1)?;
                 e = match index {
                     Expr::Const(Value::String(s)) if literal => Expr::Prop(Box::new(e), s),
                     other => Expr::Index(Box::new(e), Box::new(other)),
@@ -630,14 +711,17 @@ impl Parser<'_> {
         match self.peek().clone() {
             Tok::Number(n) => {
                 self.bump();
+                self.depth = 1;
                 Ok(Expr::Const(crate::value::number(n)))
             }
             Tok::Str(s) => {
                 self.bump();
+                self.depth = 1;
                 Ok(Expr::Const(Value::String(s)))
             }
             Tok::Param(p) => {
                 self.bump();
+                self.depth = 1;
                 Ok(Expr::Const(self.param(&p, at)?))
             }
             Tok::Sym("(") => {
@@ -652,20 +736,24 @@ impl Parser<'_> {
             Tok::Sym("[") => {
                 self.bump();
                 let mut items = Vec::new();
+                let mut d = 0;
                 if !self.eat_sym("]") {
                     loop {
                         items.push(self.expr()?);
+                        d = d.max(self.depth);
                         if !self.eat_sym(",") {
                             break;
                         }
                     }
                     self.expect_sym("]")?;
                 }
+                self.deep(d + 1)?;
                 Ok(Expr::Array(items))
             }
             Tok::Sym("{") => {
                 self.bump();
                 let mut fields: Vec<(String, Expr)> = Vec::new();
+                let mut d = 0;
                 if !self.eat_sym("}") {
                     loop {
                         let key_at = self.at();
@@ -687,12 +775,14 @@ impl Parser<'_> {
                         }
                         self.expect_sym(":")?;
                         fields.push((key, self.expr()?));
+                        d = d.max(self.depth);
                         if !self.eat_sym(",") {
                             break;
                         }
                     }
                     self.expect_sym("}")?;
                 }
+                self.deep(d + 1)?;
                 Ok(Expr::Object(fields))
             }
             Tok::Word(w) => {
@@ -700,18 +790,22 @@ impl Parser<'_> {
                 match upper.as_str() {
                     "TRUE" => {
                         self.bump();
+                        self.depth = 1;
                         return Ok(Expr::Const(Value::Bool(true)));
                     }
                     "FALSE" => {
                         self.bump();
+                        self.depth = 1;
                         return Ok(Expr::Const(Value::Bool(false)));
                     }
                     "NULL" => {
                         self.bump();
+                        self.depth = 1;
                         return Ok(Expr::Const(Value::Null));
                     }
                     "UNDEFINED" => {
                         self.bump();
+                        self.depth = 1;
                         return Ok(Expr::Undefined);
                     }
                     _ => {}
@@ -730,6 +824,7 @@ impl Parser<'_> {
                 }
                 self.bump();
                 self.names.push((w.clone(), at));
+                self.depth = 1;
                 Ok(Expr::Alias { name: w, slot: 0 })
             }
             _ => Err(self.unexpected("an expression")),
@@ -756,6 +851,7 @@ impl Parser<'_> {
             ));
         }
         let mut args = Vec::new();
+        let mut deepest = 0;
         if !self.eat_sym(")") {
             loop {
                 if agg.is_some() && self.is_sym("*") {
@@ -765,6 +861,7 @@ impl Parser<'_> {
                     ));
                 }
                 args.push(self.expr()?);
+                deepest = deepest.max(self.depth);
                 if !self.eat_sym(",") {
                     break;
                 }
@@ -778,6 +875,7 @@ impl Parser<'_> {
             if arg.has_aggregate() {
                 return Err(QueryError::at(at, "aggregates cannot be nested"));
             }
+            self.deep(deepest + 1)?;
             return Ok(Expr::Aggregate(agg, Box::new(arg)));
         }
         let (func, doc_name, least, most) = func.expect("looked up above");
@@ -794,6 +892,7 @@ impl Parser<'_> {
                 format!("{doc_name} takes {takes} arguments, not {}", args.len()),
             ));
         }
+        self.deep(deepest + 1)?;
         Ok(Expr::Call(func, args))
     }
 
@@ -974,5 +1073,43 @@ fn grouped(e: &Expr, keys: &[Expr]) -> bool {
         Expr::Ternary(a, b, c) => grouped(a, keys) && grouped(b, keys) && grouped(c, keys),
         Expr::Call(_, args) | Expr::Array(args) => args.iter().all(|x| grouped(x, keys)),
         Expr::Object(fields) => fields.iter().all(|(_, x)| grouped(x, keys)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Query, QueryError> {
+        parse(text, &HashMap::new())
+    }
+
+    /// Each of these would build a tree (or a recursion) as deep as it is long: they are
+    /// refused by depth, and nothing on the way runs out of stack.
+    #[test]
+    fn deep_expressions_are_refused_not_overflowed() {
+        let n = 200_000;
+        for text in [
+            format!("SELECT VALUE {}1{} FROM c", "(".repeat(n), ")".repeat(n)),
+            format!("SELECT VALUE 1{} FROM c", " + 1".repeat(n)),
+            format!("SELECT VALUE c{} FROM c", ".a".repeat(n)),
+            format!("SELECT * FROM c WHERE {}true", "NOT ".repeat(n)),
+            format!("SELECT VALUE {}1 FROM c", "- ".repeat(n)),
+            format!("SELECT VALUE {}1{} FROM c", "[".repeat(n), "]".repeat(n)),
+            format!("SELECT VALUE {}1{} FROM c", "ABS(".repeat(n), ")".repeat(n)),
+            format!("SELECT * FROM c WHERE c.a = 1{}", " OR c.a = 1".repeat(n)),
+        ] {
+            let e = parse_text(&text).expect_err("too deep");
+            assert!(e.message.contains("deeper than"), "{}", e.message);
+        }
+        // Wide is fine: a long IN list, many conditions at a moderate depth.
+        let list: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+        parse_text(&format!(
+            "SELECT * FROM c WHERE c.n IN ({})",
+            list.join(", ")
+        ))
+        .expect("wide");
+        let ors: Vec<String> = (0..200).map(|i| format!("c.n = {i}")).collect();
+        parse_text(&format!("SELECT * FROM c WHERE {}", ors.join(" OR "))).expect("200 ORs");
     }
 }

@@ -63,7 +63,8 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 fn string_end(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        i += memchr::memchr2(b'"', b'\\', &b[i..])?;
+        // `get`: an escape's backslash may be the text's last byte.
+        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
         if b[i] == b'\\' {
             i += 2;
         } else {
