@@ -289,7 +289,11 @@ fn main() -> Result<()> {
             ours.push(t.elapsed());
         }
         if args.converge_only {
-            println!("| {} | {:.0} items/s |", case.what, rate(texts.len(), median(ours)));
+            println!(
+                "| {} | {:.0} items/s |",
+                case.what,
+                rate(texts.len(), median(ours))
+            );
             continue;
         }
         let mut loops = Vec::new();

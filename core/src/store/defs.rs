@@ -2,7 +2,7 @@
 //! creation id.
 
 use super::backend::{KvRead, Table};
-use super::codec::LogEntry;
+use super::codec::LogEntryBody;
 use super::codec::{
     ItemRecord, Shown, StoredSibling, decode, item_key, partition_prefix, prefix_end,
 };
@@ -46,17 +46,16 @@ pub(crate) fn parse_def(body: &str) -> Result<ContainerDef> {
         .map_err(|e| Error::CorruptBatch(format!("unreadable container definition: {e}")))
 }
 
-/// The log entry at a log position.
-pub(crate) fn log_entry(kv: &dyn KvRead, lsn: u64) -> Result<LogEntry> {
-    match kv.get(Table::Log, &lsn.to_be_bytes())? {
-        Some(b) => decode("log", &b),
-        None => Err(Error::Storage(format!("log entry {lsn} is missing"))),
-    }
-}
-
 /// A sibling's body, read from the log (for a drop, the dropped definition).
 pub(crate) fn sibling_body(kv: &dyn KvRead, s: &StoredSibling) -> Result<Option<String>> {
-    Ok(log_entry(kv, s.lsn)?.body)
+    // Only the entry's head is decoded (postcard reads a prefix and ignores the rest): a
+    // scan reads one body per item.
+    match kv.get(Table::Log, &s.lsn.to_be_bytes())? {
+        Some(b) => postcard::from_bytes::<LogEntryBody<'_>>(&b)
+            .map(|e| e.body.map(str::to_owned))
+            .map_err(|e| Error::Storage(format!("the store holds an unreadable log record: {e}"))),
+        None => Err(Error::Storage(format!("log entry {} is missing", s.lsn))),
+    }
 }
 
 /// The visible body of an item, if any.

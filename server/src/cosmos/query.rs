@@ -115,11 +115,7 @@ struct StoreItems<'a> {
 impl Items for StoreItems<'_> {
     type Error = converge_core::Error;
 
-    fn scan(
-        &mut self,
-        from: Option<&[u8]>,
-        visit: &mut Visit<'_>,
-    ) -> Result<(), Self::Error> {
+    fn scan(&mut self, from: Option<&[u8]>, visit: &mut Visit<'_>) -> Result<(), Self::Error> {
         let partition = match self.scope {
             Scope::Partition(pk) => Some(pk),
             _ => None,
@@ -322,11 +318,7 @@ pub(super) fn holds(condition: &Prepared, item: &Value) -> Result<bool, ApiError
     struct One<'a>(&'a Value);
     impl Items for One<'_> {
         type Error = std::convert::Infallible;
-        fn scan(
-            &mut self,
-            _from: Option<&[u8]>,
-            visit: &mut Visit<'_>,
-        ) -> Result<(), Self::Error> {
+        fn scan(&mut self, _from: Option<&[u8]>, visit: &mut Visit<'_>) -> Result<(), Self::Error> {
             let _ = visit(b"item", &mut Parsed(self.0));
             Ok(())
         }
