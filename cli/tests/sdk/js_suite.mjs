@@ -199,6 +199,23 @@ async function queries(casesFile) {
   const e = await rejects(400, () => co.items.query("SELECT c.n FROM c ORDER BY").fetchAll());
   assert.match(e.message, /offset 26/);
 
+  // A prefix of a hierarchical key scopes a query to the partitions under it.
+  const { container: h } = await db.containers.create({
+    id: "h",
+    partitionKey: { paths: ["/tenant", "/user"], kind: "MultiHash", version: 2 },
+  });
+  for (const [tenant, user] of [["acme", "bob"], ["acme", "cy"], ["initech", "bob"]]) {
+    await h.items.create({ id: `${tenant}-${user}`, tenant, user });
+  }
+  const { resources: prefixed } = await h.items
+    .query("SELECT VALUE c.id FROM c", { partitionKey: ["acme"] })
+    .fetchAll();
+  assert.deepEqual(prefixed.sort(), ["acme-bob", "acme-cy"]);
+  const { resources: whole } = await h.items
+    .query("SELECT VALUE c.id FROM c", { partitionKey: ["initech", "bob"] })
+    .fetchAll();
+  assert.deepEqual(whole, ["initech-bob"]);
+
   const operations = [{ op: "incr", path: "/n", value: 1 }];
   const { resource: patched } = await co
     .item("1", "a")

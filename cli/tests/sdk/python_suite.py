@@ -357,6 +357,15 @@ def queries(c, region, cases_file):
     )
     assert e.status_code == 400 and "offset 26" in str(e), e
 
+    # A prefix of a hierarchical key scopes a query to the partitions under it.
+    h = db.create_container("h", partition_key=PartitionKey(path=["/tenant", "/user"], kind="MultiHash"))
+    for tenant, user in [("acme", "bob"), ("acme", "cy"), ("initech", "bob")]:
+        h.create_item({"id": f"{tenant}-{user}", "tenant": tenant, "user": user})
+    prefixed = sorted(h.query_items("SELECT VALUE c.id FROM c", partition_key=["acme"]))
+    assert prefixed == ["acme-bob", "acme-cy"], prefixed
+    whole = list(h.query_items("SELECT VALUE c.id FROM c", partition_key=["initech", "bob"]))
+    assert whole == ["initech-bob"], whole
+
     ops = [{"op": "incr", "path": "/n", "value": 1}]
     patched = co.patch_item("1", "a", ops, filter_predicate="FROM c WHERE c.n = 3")
     assert patched["n"] == 4, patched
