@@ -77,6 +77,43 @@ impl<E> From<QueryError> for RunError<E> {
     }
 }
 
+/// What one page may cost.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// When the page's work must end. A query that streams (no ORDER BY, DISTINCT, GROUP BY
+    /// or aggregate) then returns the results it has, with a continuation; one that must read
+    /// its whole scope for every page fails with a [`QueryError`].
+    pub deadline: Option<std::time::Instant>,
+    /// The most bytes of results a page holds (about: JSON text), at least one result.
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    /// No deadline, 4 MiB of results a page (Cosmos DB's page limit).
+    fn default() -> Self {
+        Limits {
+            deadline: None,
+            max_bytes: 4 << 20,
+        }
+    }
+}
+
+/// About how many bytes `v` takes as JSON text (a page's size is counted with it).
+fn json_size(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| json_size(x) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, x)| k.len() + 4 + json_size(x))
+                .sum::<usize>()
+        }
+    }
+}
+
 /// One page of results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
@@ -116,7 +153,8 @@ enum Resume {
     S { key: String, row: u64 },
     /// Ordered: resume after this sort position (each key as [`lossless`] writes it).
     O {
-        keys: Vec<Value>,
+        /// `None` when they are too large for a token: the row is read again to learn them.
+        keys: Option<Vec<Value>>,
         key: String,
         row: u64,
     },
@@ -177,6 +215,13 @@ impl Prepared {
         &self.query
     }
 
+    /// Whether the query streams: its pages read items from where the last one stopped (no
+    /// ORDER BY, DISTINCT, GROUP BY or aggregate). Other queries read their whole scope for
+    /// every page.
+    pub fn streams(&self) -> bool {
+        !self.grouped() && self.query.order_by.is_empty()
+    }
+
     fn grouped(&self) -> bool {
         let q = &self.query;
         q.distinct
@@ -189,12 +234,23 @@ impl Prepared {
     }
 
     /// Computes the page after `continuation` (the first without one), of at most
-    /// `max_items` results.
+    /// `max_items` results, within the default [`Limits`].
     pub fn page<S: Items>(
         &self,
         source: &mut S,
         continuation: Option<&str>,
         max_items: usize,
+    ) -> Result<Page, RunError<S::Error>> {
+        self.page_within(source, continuation, max_items, Limits::default())
+    }
+
+    /// [`page`](Self::page) within `limits`.
+    pub fn page_within<S: Items>(
+        &self,
+        source: &mut S,
+        continuation: Option<&str>,
+        max_items: usize,
+        limits: Limits,
     ) -> Result<Page, RunError<S::Error>> {
         // At most u32::MAX a page (a page may be shorter than asked), so that no count
         // derived from the size overflows.
@@ -213,12 +269,13 @@ impl Prepared {
                 scanned: 0,
             });
         }
+        let limits = &limits;
         if self.grouped() {
-            self.page_grouped(source, done, want)
+            self.page_grouped(source, done, want, limits)
         } else if !self.query.order_by.is_empty() {
-            self.page_ordered(source, token.map(|t| t.at), done, want)
+            self.page_ordered(source, token.map(|t| t.at), done, want, limits)
         } else {
-            self.page_streaming(source, token.map(|t| t.at), done, want)
+            self.page_streaming(source, token.map(|t| t.at), done, want, limits)
         }
     }
 
@@ -234,7 +291,9 @@ impl Prepared {
         }
         let fits = match (&token.at, self.grouped(), self.query.order_by.is_empty()) {
             (Resume::G, true, _) => true,
-            (Resume::O { keys, .. }, false, false) => keys.len() == self.query.order_by.len(),
+            (Resume::O { keys, .. }, false, false) => keys
+                .as_ref()
+                .is_none_or(|k| k.len() == self.query.order_by.len()),
             (Resume::S { .. }, false, true) => true,
             _ => false,
         };
@@ -256,13 +315,21 @@ impl Prepared {
     /// Calls `f` with each row (one value per source) that passes WHERE, of every item from
     /// `from` on, and a function that gives the row's projection (reading the rest of the item
     /// only when the projection needs more than the scan read).
+    ///
+    /// Past the deadline it stops and answers the row it stopped before (its item's key and
+    /// index), `None` when it went through.
+    /// Rows of the item at `from` before `from_row` were returned by an earlier page and
+    /// are passed over.
+    #[allow(clippy::too_many_arguments)]
     fn rows<S: Items>(
         &self,
         source: &mut S,
         from: Option<&[u8]>,
+        from_row: u64,
         scanned: &mut u64,
+        limits: &Limits,
         f: &mut RowVisitor<'_>,
-    ) -> Result<(), RunError<S::Error>> {
+    ) -> Result<Option<(Vec<u8>, u64)>, RunError<S::Error>> {
         let q = &self.query;
         let keeps = |row: &[V<'_>]| {
             q.filter
@@ -274,17 +341,41 @@ impl Prepared {
             if keeps(&[]) {
                 let _ = f(&[], 0, &[], &mut || self.project(&[], &[]));
             }
-            return Ok(());
+            return Ok(None);
         }
+        let mut work = 0u32;
+        let mut stopped = None;
+        // Only past the row it resumed at does a page stop at the deadline: each page gets on.
+        let mut late = |key: &[u8], idx: u64, stopped: &mut Option<(Vec<u8>, u64)>| {
+            work = work.wrapping_add(1);
+            let late = work % 512 == 0
+                && limits
+                    .deadline
+                    .is_some_and(|d| std::time::Instant::now() >= d);
+            if late {
+                *stopped = Some((key.to_vec(), idx));
+            }
+            late
+        };
         source
             .scan(from, &mut |key, item| {
+                if from != Some(key) && late(key, 0, &mut stopped) {
+                    return ControlFlow::Break(());
+                }
                 *scanned += 1;
                 let doc = match &self.needs.scan {
                     Some(names) => item.partial(names),
                     None => item.full(),
                 };
                 let mut more: Option<Value> = None;
+                let resumed = from == Some(key);
                 self.each_row(&doc, &mut |idx, row| {
+                    if resumed && idx < from_row {
+                        return ControlFlow::Continue(());
+                    }
+                    if (idx > from_row || !resumed && idx > 0) && late(key, idx, &mut stopped) {
+                        return ControlFlow::Break(());
+                    }
                     if !keeps(row) {
                         return ControlFlow::Continue(());
                     }
@@ -309,7 +400,57 @@ impl Prepared {
                     f(key, idx, row, &mut project)
                 })
             })
-            .map_err(RunError::Source)
+            .map_err(RunError::Source)?;
+        Ok(stopped)
+    }
+
+    /// The sort keys of the row a continuation names (when they were too large to carry): the
+    /// item is read again; an error if it is gone.
+    fn keys_of_row<S: Items>(
+        &self,
+        source: &mut S,
+        key: &[u8],
+        row: u64,
+    ) -> Result<Vec<Option<Value>>, RunError<S::Error>> {
+        let mut found = None;
+        source
+            .scan(Some(key), &mut |k, item| {
+                if k == key {
+                    let doc = match &self.needs.scan {
+                        Some(names) => item.partial(names),
+                        None => item.full(),
+                    };
+                    let _ = self.each_row(&doc, &mut |idx, r| {
+                        if idx == row {
+                            found = Some(
+                                self.query
+                                    .order_by
+                                    .iter()
+                                    .map(|o| eval(&o.expr, r, &[]).into_value())
+                                    .collect(),
+                            );
+                            return ControlFlow::Break(());
+                        }
+                        ControlFlow::Continue(())
+                    });
+                }
+                ControlFlow::Break(())
+            })
+            .map_err(RunError::Source)?;
+        found.ok_or_else(|| {
+            RunError::Query(QueryError::at(
+                0,
+                "the row this continuation resumes after is gone (its sort key was too large for the token, so it is read again); run the query again",
+            ))
+        })
+    }
+
+    /// The error of a page that must read its whole scope and ran out of time.
+    fn too_slow(&self) -> QueryError {
+        QueryError::at(
+            0,
+            "the query ran out of time for one page: ORDER BY, DISTINCT, GROUP BY and aggregates read every item in scope (and every JOIN row) for each page; narrow it with a partition key or a WHERE, or page without ORDER BY",
+        )
     }
 
     /// Calls `f` with every row of one item (before WHERE) and its index among them.
@@ -375,6 +516,7 @@ impl Prepared {
         at: Option<Resume>,
         done: u64,
         want: u64,
+        limits: &Limits,
     ) -> Result<Page, RunError<S::Error>> {
         let (from, skip_rows) = match at {
             Some(Resume::S { key, row }) => (Some(from_hex(&key).ok_or_else(bad_token)?), row),
@@ -384,15 +526,15 @@ impl Prepared {
         let mut done = done;
         let mut next: Option<(Vec<u8>, u64)> = None;
         let mut scanned = 0;
-        self.rows(
+        let mut bytes = 0usize;
+        let stopped = self.rows(
             source,
             from.as_deref(),
+            skip_rows,
             &mut scanned,
+            limits,
             &mut |key, idx, _, project| {
-                if from.as_deref() == Some(key) && idx < skip_rows {
-                    return ControlFlow::Continue(());
-                }
-                if docs.len() as u64 == want {
+                if docs.len() as u64 == want || bytes >= limits.max_bytes {
                     next = Some((key.to_vec(), idx));
                     return ControlFlow::Break(());
                 }
@@ -402,11 +544,14 @@ impl Prepared {
                 // Saturating: `done` comes from a token a client may have edited.
                 done = done.saturating_add(1);
                 if done > self.offset {
+                    bytes += json_size(&doc);
                     docs.push(doc);
                 }
                 ControlFlow::Continue(())
             },
         )?;
+        // Out of time: the page ends where the scan stopped.
+        let next = next.or(stopped);
         let finished = self.limit.is_some_and(|l| done >= l + self.offset);
         let continuation = match next {
             Some((key, row)) if !finished => Some(self.encode(
@@ -431,66 +576,102 @@ impl Prepared {
         at: Option<Resume>,
         done: u64,
         want: u64,
+        limits: &Limits,
     ) -> Result<Page, RunError<S::Error>> {
         let after = match at {
-            Some(Resume::O { keys, key, row }) => Some(Position {
-                keys: keys
-                    .iter()
-                    .map(restore)
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(bad_token)?,
-                key: from_hex(&key).ok_or_else(bad_token)?,
-                row,
-            }),
+            Some(Resume::O { keys, key, row }) => {
+                let key = from_hex(&key).ok_or_else(bad_token)?;
+                let keys = match keys {
+                    Some(keys) => keys
+                        .iter()
+                        .map(restore)
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(bad_token)?,
+                    None => self.keys_of_row(source, &key, row)?,
+                };
+                Some(Position { keys, key, row })
+            }
             _ => None,
         };
         let desc: Vec<bool> = self.query.order_by.iter().map(|o| o.descending).collect();
         let skip = self.offset.saturating_sub(done);
-        let need = (skip + want) as usize;
+        let mut need = (skip + want) as usize;
         let mut best: Vec<(Position, Value)> = Vec::new();
+        let mut held = 0usize;
         let mut scanned = 0;
         let mut more = false;
         let mut threshold: Option<Position> = None;
-        self.rows(source, None, &mut scanned, &mut |key, idx, row, project| {
-            let keys: Vec<Option<Value>> = self
-                .query
-                .order_by
-                .iter()
-                .map(|o| eval(&o.expr, row, &[]).into_value())
-                .collect();
-            let pos = Position {
-                keys,
-                key: key.to_vec(),
-                row: idx,
-            };
-            if let Some(a) = &after
-                && pos.cmp(a, &desc).is_le()
-            {
-                return ControlFlow::Continue(());
+        // How many of the sorted rows a page of `max_bytes` keeps (the skipped ones, then at
+        // least one).
+        let fit = |best: &[(Position, Value)]| {
+            let mut bytes = 0;
+            let mut n = 0;
+            for (i, (_, doc)) in best.iter().enumerate() {
+                if i as u64 >= skip {
+                    if bytes >= limits.max_bytes {
+                        break;
+                    }
+                    bytes += json_size(doc);
+                }
+                n += 1;
             }
-            // Once `need` rows are held, a row not better than the worst of them cannot be
-            // on this page.
-            if let Some(t) = &threshold
-                && pos.cmp(t, &desc).is_ge()
-            {
-                more = true;
-                return ControlFlow::Continue(());
-            }
-            let Some(doc) = project() else {
-                return ControlFlow::Continue(());
-            };
-            best.push((pos, doc));
-            if best.len() >= 2 * need.max(16) {
-                best.sort_by(|a, b| a.0.cmp(&b.0, &desc));
-                best.truncate(need);
-                threshold = best.last().map(|(p, _)| p.clone());
-                more = true;
-            }
-            ControlFlow::Continue(())
-        })?;
+            n
+        };
+        let stopped = self.rows(
+            source,
+            None,
+            0,
+            &mut scanned,
+            limits,
+            &mut |key, idx, row, project| {
+                let keys: Vec<Option<Value>> = self
+                    .query
+                    .order_by
+                    .iter()
+                    .map(|o| eval(&o.expr, row, &[]).into_value())
+                    .collect();
+                let pos = Position {
+                    keys,
+                    key: key.to_vec(),
+                    row: idx,
+                };
+                if let Some(a) = &after
+                    && pos.cmp(a, &desc).is_le()
+                {
+                    return ControlFlow::Continue(());
+                }
+                // Once `need` rows are held, a row not better than the worst of them cannot be
+                // on this page.
+                if let Some(t) = &threshold
+                    && pos.cmp(t, &desc).is_ge()
+                {
+                    more = true;
+                    return ControlFlow::Continue(());
+                }
+                let Some(doc) = project() else {
+                    return ControlFlow::Continue(());
+                };
+                held += json_size(&doc);
+                best.push((pos, doc));
+                if best.len() >= 2 * need.max(16) || held > 2 * limits.max_bytes {
+                    best.sort_by(|a, b| a.0.cmp(&b.0, &desc));
+                    // Rows past a full page (in count or in bytes) wait for a later page.
+                    need = need.min(fit(&best));
+                    best.truncate(need);
+                    held = best.iter().map(|(_, d)| json_size(d)).sum();
+                    threshold = best.last().map(|(p, _)| p.clone());
+                    more = true;
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        if stopped.is_some() {
+            return Err(RunError::Query(self.too_slow()));
+        }
         best.sort_by(|a, b| a.0.cmp(&b.0, &desc));
-        if best.len() > need {
-            best.truncate(need);
+        let keep = need.min(fit(&best));
+        if best.len() > keep {
+            best.truncate(keep);
             more = true;
         }
         let mut done = done;
@@ -508,7 +689,16 @@ impl Prepared {
             Some(p) if !finished => Some(self.encode(
                 done,
                 Resume::O {
-                    keys: p.keys.iter().map(|k| lossless(k.as_ref())).collect(),
+                    keys: {
+                        let keys: Vec<Value> =
+                            p.keys.iter().map(|k| lossless(k.as_ref())).collect();
+                        // Past a kilobyte (or a nesting serde_json may not read back), the token
+                        // names the row and the next page reads its keys again.
+                        let small = serde_json::to_vec(&keys)
+                            .map_or(false, |t| t.len() <= MAX_TOKEN_KEYS)
+                            && keys.iter().all(|k| depth(k) <= 32);
+                        small.then_some(keys)
+                    },
                     key: to_hex(&p.key),
                     row: p.row,
                 },
@@ -527,6 +717,7 @@ impl Prepared {
         source: &mut S,
         done: u64,
         want: u64,
+        limits: &Limits,
     ) -> Result<Page, RunError<S::Error>> {
         let q = &self.query;
         let mut scanned = 0;
@@ -545,27 +736,37 @@ impl Prepared {
                 groups.push(Group::new(Vec::new(), &nodes));
                 index.insert(String::new(), 0);
             }
-            self.rows(source, None, &mut scanned, &mut |_, _, row, _| {
-                let mut key = String::new();
-                for g in &q.group_by {
-                    canonical(eval(g, row, &[]).get(), &mut key);
-                    key.push('|');
-                }
-                let at = *index.entry(key).or_insert_with(|| {
-                    groups.push(Group::new(
-                        row.iter().map(|v| v.get().cloned()).collect(),
-                        &nodes,
-                    ));
-                    groups.len() - 1
-                });
-                let group = &mut groups[at];
-                for (acc, node) in group.accs.iter_mut().zip(&nodes) {
-                    if let Expr::Aggregate(_, arg) = node {
-                        acc.add(eval(arg, row, &[]).get());
+            let stopped = self.rows(
+                source,
+                None,
+                0,
+                &mut scanned,
+                limits,
+                &mut |_, _, row, _| {
+                    let mut key = String::new();
+                    for g in &q.group_by {
+                        canonical(eval(g, row, &[]).get(), &mut key);
+                        key.push('|');
                     }
-                }
-                ControlFlow::Continue(())
-            })?;
+                    let at = *index.entry(key).or_insert_with(|| {
+                        groups.push(Group::new(
+                            row.iter().map(|v| v.get().cloned()).collect(),
+                            &nodes,
+                        ));
+                        groups.len() - 1
+                    });
+                    let group = &mut groups[at];
+                    for (acc, node) in group.accs.iter_mut().zip(&nodes) {
+                        if let Expr::Aggregate(_, arg) = node {
+                            acc.add(eval(arg, row, &[]).get());
+                        }
+                    }
+                    ControlFlow::Continue(())
+                },
+            )?;
+            if stopped.is_some() {
+                return Err(RunError::Query(self.too_slow()));
+            }
             for g in groups {
                 let values: Vec<(&Expr, Option<Value>)> = nodes
                     .iter()
@@ -588,25 +789,35 @@ impl Prepared {
             }
         } else {
             let mut seen: HashMap<String, ()> = HashMap::new();
-            self.rows(source, None, &mut scanned, &mut |_, _, row, project| {
-                if let Some(doc) = project() {
-                    let keys = q
-                        .order_by
-                        .iter()
-                        .map(|o| eval(&o.expr, row, &[]).into_value())
-                        .collect();
-                    results.push((keys, doc));
-                    if q.order_by.is_empty() {
-                        // Without ORDER BY, duplicates go as they come.
-                        let mut k = String::new();
-                        canonical(results.last().map(|r| &r.1), &mut k);
-                        if seen.insert(k, ()).is_some() {
-                            results.pop();
+            let stopped = self.rows(
+                source,
+                None,
+                0,
+                &mut scanned,
+                limits,
+                &mut |_, _, row, project| {
+                    if let Some(doc) = project() {
+                        let keys = q
+                            .order_by
+                            .iter()
+                            .map(|o| eval(&o.expr, row, &[]).into_value())
+                            .collect();
+                        results.push((keys, doc));
+                        if q.order_by.is_empty() {
+                            // Without ORDER BY, duplicates go as they come.
+                            let mut k = String::new();
+                            canonical(results.last().map(|r| &r.1), &mut k);
+                            if seen.insert(k, ()).is_some() {
+                                results.pop();
+                            }
                         }
                     }
-                }
-                ControlFlow::Continue(())
-            })?;
+                    ControlFlow::Continue(())
+                },
+            )?;
+            if stopped.is_some() {
+                return Err(RunError::Query(self.too_slow()));
+            }
         }
         if !q.order_by.is_empty() {
             let desc: Vec<bool> = q.order_by.iter().map(|o| o.descending).collect();
@@ -622,13 +833,19 @@ impl Prepared {
             });
         }
         let start = done.max(self.offset) as usize;
-        let end = start.saturating_add(want as usize);
-        let docs: Vec<Value> = results
-            .iter()
-            .skip(start)
-            .take(end.saturating_sub(start))
-            .map(|(_, d)| d.clone())
-            .collect();
+        let mut end = start
+            .saturating_add(want as usize)
+            .min(results.len().max(start));
+        let mut bytes = 0;
+        let mut docs: Vec<Value> = Vec::new();
+        for (i, (_, d)) in results.iter().enumerate().take(end).skip(start) {
+            if bytes >= limits.max_bytes {
+                end = i;
+                break;
+            }
+            bytes += json_size(d);
+            docs.push(d.clone());
+        }
         let total = self.limit.map_or(results.len() as u64, |l| {
             (l + self.offset).min(results.len() as u64)
         });
@@ -712,8 +929,17 @@ impl Needs {
         for e in scan_exprs {
             whole |= !read(e, &mut scan);
         }
+        // With JOIN or IN an item has several rows: its projection is read with the scan, as
+        // finding row n again in a wider read would cost a pass over the rows per row.
+        let several_rows = !from.joins.is_empty() || matches!(from.root.kind, SourceKind::Each(_));
+        if several_rows && !grouped {
+            for e in &select {
+                whole |= !read(e, &mut scan);
+            }
+            whole |= star_needs_item;
+        }
         let scan_names = (!whole).then(|| scan.iter().cloned().collect::<Vec<_>>());
-        let project = if grouped {
+        let project = if grouped || several_rows {
             Project::FromScan
         } else {
             let mut wider = scan.clone();
@@ -966,6 +1192,18 @@ impl Acc {
     }
 }
 
+/// The most bytes of sort keys a continuation token carries.
+const MAX_TOKEN_KEYS: usize = 1024;
+
+/// How deeply `v` nests.
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// A sort key as the continuation token holds it: JSON that names every type and writes
 /// numbers as their bits, so that the key read back is exactly the key written (JSON's
 /// decimal text of a double read back by serde_json can be one bit off).
@@ -1132,6 +1370,107 @@ mod tests {
             .expect("no overflow");
     }
 
+    /// Found by review: a 20,000-character sort key made a 40 KB token (past the SDKs'
+    /// header limits), and one nested 60 deep a token serde_json would not read back.
+    #[test]
+    fn large_sort_keys_page_with_small_tokens() {
+        let mut deep = json!(1);
+        for _ in 0..60 {
+            deep = json!({"v": deep});
+        }
+        let mut items = Mem((0..5u8)
+            .map(|i| {
+                (
+                    vec![i],
+                    json!({"i": i, "s": format!("{}{i}", "x".repeat(20_000)), "d": deep.clone()}),
+                )
+            })
+            .collect());
+        for text in [
+            "SELECT VALUE c.i FROM c ORDER BY c.s DESC",
+            "SELECT VALUE c.i FROM c ORDER BY c.d, c.i DESC",
+        ] {
+            let q = Prepared::new(text, &[], "t").expect("query");
+            let mut cont: Option<String> = None;
+            let mut got = Vec::new();
+            loop {
+                let page = q.page(&mut items, cont.as_deref(), 1).expect("page");
+                got.extend(page.documents);
+                match page.continuation {
+                    Some(c) => {
+                        assert!(c.len() < 4096, "{text}: a token of {} bytes", c.len());
+                        cont = Some(c);
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(
+                got,
+                vec![json!(4), json!(3), json!(2), json!(1), json!(0)],
+                "{text}"
+            );
+        }
+    }
+
+    /// Found by review: a JOIN that fans out to billions of rows ran for hours. A page that
+    /// streams ends at the deadline with a continuation; one that must read everything fails.
+    #[test]
+    fn a_page_past_its_deadline_ends_or_fails() {
+        let arr: Vec<u32> = (0..400).collect();
+        let mut items = Mem(vec![(vec![0], json!({"arr": arr}))]);
+        let late = Limits {
+            deadline: Some(std::time::Instant::now()),
+            ..Limits::default()
+        };
+        let join = "SELECT VALUE 1 FROM c JOIN a IN c.arr JOIN b IN c.arr JOIN d IN c.arr WHERE a + b + d < 0";
+        let q = Prepared::new(join, &[], "t").expect("query");
+        let page = q
+            .page_within(&mut items, None, 10, late)
+            .expect("a short page");
+        assert!(page.documents.is_empty());
+        let next = page.continuation.expect("a continuation where it stopped");
+        // The next page goes on from there.
+        let page = q
+            .page_within(&mut items, Some(&next), 10, late)
+            .expect("a short page");
+        assert_ne!(page.continuation.as_deref(), Some(next.as_str()));
+        let sorted = Prepared::new(&format!("{join} ORDER BY a"), &[], "t").expect("query");
+        match sorted.page_within(&mut items, None, 10, late) {
+            Err(RunError::Query(e)) => {
+                assert!(e.message.contains("ran out of time"), "{}", e.message)
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    /// Found by review: a page held max-item-count results whatever their size (600 × 1 MB).
+    #[test]
+    fn a_page_holds_about_max_bytes_of_results() {
+        let big = json!("x".repeat(1 << 20));
+        let mut items = Mem((0..12u8).map(|i| (vec![i], json!({"i": i}))).collect());
+        let params = [("@p".to_owned(), big)];
+        for text in [
+            "SELECT VALUE @p FROM c",
+            "SELECT VALUE @p FROM c ORDER BY c.i",
+            "SELECT DISTINCT VALUE [@p, c.i] FROM c",
+        ] {
+            let q = Prepared::new(text, &params, "t").expect("query");
+            let mut cont: Option<String> = None;
+            let mut total = 0;
+            loop {
+                let page = q.page(&mut items, cont.as_deref(), 1000).expect("page");
+                let bytes: usize = page.documents.iter().map(json_size).sum();
+                assert!(bytes <= (5 << 20) + 100, "{text}: a page of {bytes} bytes");
+                total += page.documents.len();
+                match page.continuation {
+                    Some(c) => cont = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(total, 12, "{text}");
+        }
+    }
+
     #[test]
     fn sort_keys_survive_the_token_bit_for_bit() {
         for v in [
@@ -1156,6 +1495,10 @@ mod tests {
         assert!(matches!(&n.project, Project::Partial(p) if p == &["id", "n", "x"]));
         let n = needs("SELECT VALUE COUNT(1) FROM c");
         assert_eq!(n.scan, Some(Vec::new()));
+        // With JOIN, the projection is read with the scan (no second pass per row).
+        let n = needs("SELECT c.name, a FROM c JOIN a IN c.arr WHERE a >= 0");
+        assert_eq!(n.scan, Some(vec!["arr".to_owned(), "name".into()]));
+        assert!(matches!(n.project, Project::FromScan));
         let n = needs("SELECT VALUE l.q FROM l IN c.lines WHERE l.q > 1");
         assert_eq!(n.scan, Some(vec!["lines".to_owned()]));
         assert!(matches!(n.project, Project::FromScan));

@@ -166,17 +166,29 @@ fn string(text: &str, start: usize) -> Result<(String, usize), QueryError> {
                     'r' => out.push('\r'),
                     't' => out.push('\t'),
                     'u' => {
-                        let hex: String = chars.by_ref().take(4).map(|(_, h)| h).collect();
-                        let code = u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .filter(|_| hex.len() == 4)
-                            .ok_or_else(|| {
-                                QueryError::at(at, "`\\u` must be followed by four hex digits")
-                            })?;
-                        let ch = char::from_u32(code).ok_or_else(|| {
-                            QueryError::at(at, format!("\\u{hex} is not a character on its own"))
+                        let code = hex4(&mut chars).ok_or_else(|| {
+                            QueryError::at(at, "`\\u` must be followed by four hex digits")
                         })?;
-                        out.push(ch);
+                        let lone = || {
+                            QueryError::at(
+                                at,
+                                format!("\\u{code:04X} is not a character on its own"),
+                            )
+                        };
+                        // Above U+FFFF, a character is a pair of escapes (UTF-16 surrogates),
+                        // as in JSON.
+                        let code = if (0xD800..0xDC00).contains(&code) {
+                            let low = (chars.next().map(|(_, c)| c) == Some('\\')
+                                && chars.next().map(|(_, c)| c) == Some('u'))
+                            .then(|| hex4(&mut chars))
+                            .flatten()
+                            .filter(|low| (0xDC00..0xE000).contains(low))
+                            .ok_or_else(lone)?;
+                            0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                        } else {
+                            code
+                        };
+                        out.push(char::from_u32(code).ok_or_else(lone)?);
                     }
                     other => {
                         return Err(QueryError::at(
@@ -190,6 +202,14 @@ fn string(text: &str, start: usize) -> Result<(String, usize), QueryError> {
         }
     }
     Err(QueryError::at(start, "a string is not closed"))
+}
+
+/// Four hex digits (and nothing else: no sign) as a number.
+fn hex4(chars: &mut std::str::CharIndices<'_>) -> Option<u32> {
+    let hex: String = chars.by_ref().take(4).map(|(_, h)| h).collect();
+    (hex.len() == 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u32::from_str_radix(&hex, 16).ok())
+        .flatten()
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ mod parser;
 mod pick;
 mod value;
 
-pub use exec::{Item, Items, Page, Parsed, Prepared, RunError, Visit};
+pub use exec::{Item, Items, Limits, Page, Parsed, Prepared, RunError, Visit};
 pub use pick::pick;
 
 /// A query that cannot be run: what is wrong, and where in the text.

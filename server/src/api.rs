@@ -49,6 +49,9 @@ pub struct AppState {
     /// The longest a log request is held (at most [`MAX_LOG_WAIT_MS`]; the server keeps it
     /// under its idle timeout, so a held request is never cut as an idle connection).
     pub max_log_wait: std::time::Duration,
+    /// The longest one query page may compute (under the idle timeout, which would cut its
+    /// answer off, and so also bounding how long a stop waits for it).
+    pub query_budget: std::time::Duration,
 }
 
 impl AppState {
@@ -62,6 +65,8 @@ impl AppState {
             locations: Vec::new(),
             changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             max_log_wait: std::time::Duration::from_millis(MAX_LOG_WAIT_MS),
+            query_budget: crate::conn::IDLE_TIMEOUT
+                .saturating_sub(std::time::Duration::from_secs(2)),
         }
     }
 

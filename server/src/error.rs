@@ -30,6 +30,7 @@ impl ApiError {
             StatusCode::PRECONDITION_FAILED => "PreconditionFailed",
             StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
             s if s.is_server_error() => "InternalServerError",
             _ => "BadRequest",
         };
@@ -101,6 +102,13 @@ impl IntoResponse for ApiError {
         if let Some(sub) = self.substatus {
             r.headers_mut()
                 .insert("x-ms-substatus", axum::http::HeaderValue::from(sub));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            // Both SDKs wait this long and retry a 429 on their own.
+            r.headers_mut().insert(
+                "x-ms-retry-after-ms",
+                axum::http::HeaderValue::from_static("10"),
+            );
         }
         r
     }

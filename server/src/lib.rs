@@ -120,6 +120,10 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     state.max_log_wait = state
         .max_log_wait
         .min(config.idle_timeout.saturating_sub(Duration::from_secs(1)));
+    state.query_budget = config
+        .idle_timeout
+        .saturating_sub(Duration::from_secs(2))
+        .max(Duration::from_secs(1));
     state.master = config
         .key
         .as_deref()

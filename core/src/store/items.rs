@@ -407,8 +407,9 @@ impl Store {
     /// Calls `visit` with every visible item of a container (or of one partition), in key
     /// order, with the item's store key, from `from` (a key `visit` was given earlier,
     /// inclusive) on, until `visit` breaks. Bodies are handed over unparsed
-    /// ([`VisibleItem::to_item`] parses one). One read transaction: a consistent view, and
-    /// writers are not held up.
+    /// ([`VisibleItem::to_item`] parses one). Items are read 256 at a time, each batch in a
+    /// read transaction of its own that holds no lock writers wait for: a long scan never
+    /// holds up writes (each batch is consistent; the scan as a whole is not a snapshot).
     pub fn scan_visible(
         &self,
         database: &str,
@@ -417,40 +418,46 @@ impl Store {
         from: Option<&[u8]>,
         mut visit: impl FnMut(&[u8], VisibleItem<'_>) -> std::ops::ControlFlow<()>,
     ) -> Result<()> {
-        let generation = self.defs_generation();
-        self.read_tx(|kv, _| {
-            let def = self.def_cached(kv, generation, database, container)?;
-            let prefix = match partition_key {
-                Some(pk) => partition_prefix(def.creation_id, pk),
-                None => def.creation_id.0.to_be_bytes().to_vec(),
-            };
-            let end = prefix_end(&prefix);
-            let mut from = match from {
-                Some(k) if k.starts_with(&prefix) => k.to_vec(),
-                Some(_) => {
-                    return Err(Error::InvalidToken(
-                        "the position belongs to another container or partition".into(),
-                    ));
-                }
-                None => prefix.clone(),
-            };
-            loop {
-                let chunk = kv.scan(Table::Items, &from, end.as_deref(), 256)?;
-                let Some((last, _)) = chunk.last() else {
-                    return Ok(());
+        let mut next: Option<Vec<u8>> = from.map(<[u8]>::to_vec);
+        loop {
+            let generation = self.defs_generation();
+            let done = self.backend.read(|kv| {
+                let def = self.def_cached(kv, generation, database, container)?;
+                let prefix = match partition_key {
+                    Some(pk) => partition_prefix(def.creation_id, pk),
+                    None => def.creation_id.0.to_be_bytes().to_vec(),
                 };
-                from = last.clone();
-                from.push(0);
+                let start = match next.take() {
+                    Some(k) if k.starts_with(&prefix) => k,
+                    Some(_) => {
+                        return Err(Error::InvalidToken(
+                            "the position belongs to another container or partition".into(),
+                        ));
+                    }
+                    None => prefix.clone(),
+                };
+                let end = prefix_end(&prefix);
+                let chunk = kv.scan(Table::Items, &start, end.as_deref(), 256)?;
+                let Some((last, _)) = chunk.last() else {
+                    return Ok(true);
+                };
+                let mut after = last.clone();
+                after.push(0);
                 for (k, v) in chunk {
                     let rec: ItemRecord = decode("item", &v)?;
                     if let Some(body) = defs::visible_body(kv, &rec)?
                         && visit(&k, visible(&rec, &body)).is_break()
                     {
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
+                next = Some(after);
+                Ok(false)
+            })?;
+            if done {
+                return Ok(());
             }
-        })
+        }
     }
 }
 

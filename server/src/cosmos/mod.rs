@@ -754,6 +754,9 @@ async fn delete_doc(
     ))
 }
 
+/// How many times a patch reads and writes back before it gives up on a busy item.
+const PATCH_ATTEMPTS: u32 = 64;
+
 async fn patch_doc(
     State(state): State<AppState>,
     Path((db, coll, id)): Path<(String, String, String)>,
@@ -773,7 +776,15 @@ async fn patch_doc(
         let pk = require_pk(&headers, &def, &id)?;
         // Read, apply, and write back only if nothing changed the item in between; a local
         // write in between means reading again (unless the caller named the version).
-        for _ in 0..16 {
+        for attempt in 0..PATCH_ATTEMPTS {
+            if attempt > 0 {
+                // Concurrent patches of one item: back off a little, staggered per thread.
+                let jitter = std::hash::BuildHasher::hash_one(
+                    &std::collections::hash_map::RandomState::new(),
+                    attempt,
+                ) % 500;
+                std::thread::sleep(std::time::Duration::from_micros(50 * u64::from(attempt.min(20)) + jitter));
+            }
             let current = s.read_item(&def.database, &def.name, &pk, &id)?;
             if let Some(m) = &if_match
                 && m != "*"
@@ -800,9 +811,10 @@ async fn patch_doc(
                 Err(e) => return Err(e.into()),
             }
         }
+        // 429: the SDKs wait `x-ms-retry-after-ms` and retry (a 409 would read as "exists").
         Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the item kept changing while the patch was applied; try again",
+            StatusCode::TOO_MANY_REQUESTS,
+            "the item kept changing while the patch was applied (other writes won every race); try again",
         ))
     })
     .await?;

@@ -12,12 +12,18 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use converge_core::{ContainerDef, PartitionKey, Store};
-use converge_query::{Item, Items, Parsed, Prepared, RunError, Visit, pick};
+use converge_query::{Item, Items, Limits, Parsed, Prepared, RunError, Visit, pick};
 use serde_json::{Value, json};
 use std::ops::ControlFlow;
 
 /// The largest query body read (text and parameters).
 const MAX_QUERY_BYTES: usize = 1 << 20;
+
+/// The most results a page holds, in bytes of JSON (at least one result): Cosmos DB's limit.
+const MAX_PAGE_BYTES: usize = 4 << 20;
+
+/// How long a streaming query's page reads before it answers with what it has.
+const STREAMING_PAGE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A query request's body: its text and parameters.
 struct QueryBody {
@@ -86,11 +92,9 @@ impl Scope {
         if let Some(range) = text_header(headers, "x-ms-documentdb-partitionkeyrangeid")?
             && range != "0"
         {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                format!("the container has one partition key range, \"0\", not {range:?}"),
-            )
-            .with_substatus(1002));
+            return Err(ApiError::bad_request(format!(
+                "the container has one partition key range, \"0\", not {range:?}"
+            )));
         }
         let filter = FeedFilter::from_headers(headers, def)?;
         let levels = def.partition_key_paths().len();
@@ -218,6 +222,7 @@ pub(super) async fn run(
     let query = QueryBody::read(&headers, body).await?;
     let max = page_size(&headers)?;
     let continuation = text_header(&headers, "x-ms-continuation")?.filter(|c| !c.is_empty());
+    let budget = state.query_budget;
     let (def, page) = blocking(&state, move |s| {
         let def = def_of(s, &db, &coll)?;
         check_intended(&headers, &def)?;
@@ -233,8 +238,20 @@ pub(super) async fn run(
             def: &def,
             scope: &scope,
         };
+        // A page that streams ends after a few seconds with what it has; one that must read
+        // its whole scope fails rather than run past the connection's idle timeout (or hold
+        // up a shutdown).
+        let budget = if prepared.streams() {
+            budget.min(STREAMING_PAGE_TIME)
+        } else {
+            budget
+        };
+        let limits = Limits {
+            deadline: Some(std::time::Instant::now() + budget),
+            max_bytes: MAX_PAGE_BYTES,
+        };
         let page = prepared
-            .page(&mut items, continuation.as_deref(), max)
+            .page_within(&mut items, continuation.as_deref(), max, limits)
             .map_err(|e| match e {
                 RunError::Query(e) => query_error(e),
                 RunError::Source(e) => ApiError::from(e),
