@@ -48,11 +48,14 @@ const RESERVED: &[&str] = &[
 
 /// Constructs of Cosmos DB SQL outside converge's subset, named in the error.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("EXISTS", "EXISTS subqueries"),
-    ("ARRAY", "ARRAY subqueries"),
-    ("HAVING", "HAVING"),
-    ("UNION", "UNION"),
-    ("UDF", "user-defined functions (udf.…)"),
+    ("EXISTS", "EXISTS subqueries are not supported"),
+    ("ARRAY", "ARRAY subqueries are not supported"),
+    (
+        "HAVING",
+        "HAVING is not supported (filter groups in the application)",
+    ),
+    ("UNION", "UNION is not supported"),
+    ("UDF", "user-defined functions (udf.…) are not supported"),
 ];
 
 /// Parses `text` with `params` (names with their `@`) bound.
@@ -177,7 +180,7 @@ impl Parser<'_> {
             Tok::Word(w) => {
                 if let Some((_, what)) = UNSUPPORTED.iter().find(|(k, _)| k.eq_ignore_ascii_case(w))
                 {
-                    return QueryError::at(self.at(), format!("{what} are not supported"));
+                    return QueryError::at(self.at(), (*what).to_owned());
                 }
                 format!("`{w}`")
             }
@@ -448,6 +451,14 @@ impl Parser<'_> {
     /// A name followed by `.prop` / `[…]` accesses (a source's expression).
     fn postfix_path(&mut self) -> Result<Expr, QueryError> {
         let (name, at) = self.ident("a source name")?;
+        if self.is_sym("(") {
+            return Err(QueryError::at(
+                at,
+                format!(
+                    "a source ranges over a path of an earlier source (`x IN c.lines`), not over {name}(…)"
+                ),
+            ));
+        }
         self.names.push((name.clone(), at));
         self.depth = 1;
         self.postfix_tail(Expr::Alias { name, slot: 0 })
@@ -815,6 +826,11 @@ impl Parser<'_> {
                     Some(Tok::Sym("("))
                 );
                 if next_is_call {
+                    if let Some((_, what)) =
+                        UNSUPPORTED.iter().find(|(k, _)| k.eq_ignore_ascii_case(&w))
+                    {
+                        return Err(QueryError::at(at, (*what).to_owned()));
+                    }
                     self.bump();
                     self.bump();
                     return self.call(&w, at);
