@@ -477,6 +477,9 @@ async fn concurrent_patches_of_one_item_all_apply() {
         applied += t.await.expect("task");
     }
     let (_, _, read) = send(&state, "GET", "/dbs/db/colls/c/docs/i00/", &pk, Value::Null).await;
-    assert_eq!(read["n"], applied, "every applied patch counted once, none lost");
+    assert_eq!(
+        read["n"], applied,
+        "every applied patch counted once, none lost"
+    );
     assert!(applied >= 150, "only {applied} of 160 patches applied");
 }
