@@ -157,6 +157,10 @@ enum Resume {
         keys: Option<Vec<Value>>,
         key: String,
         row: u64,
+        /// With `keys` left out: a hash of them, to tell whether the row read again still has
+        /// the keys it was returned with.
+        #[serde(default)]
+        sum: u64,
     },
     /// Grouped: the results are recomputed; `done` of them were returned.
     G,
@@ -345,6 +349,7 @@ impl Prepared {
         }
         let mut work = 0u32;
         let mut stopped = None;
+        let mut walked_too_long = None;
         // Only past the row it resumed at does a page stop at the deadline: each page gets on.
         let mut late = |key: &[u8], idx: u64, stopped: &mut Option<(Vec<u8>, u64)>| {
             work = work.wrapping_add(1);
@@ -371,6 +376,11 @@ impl Prepared {
                 let resumed = from == Some(key);
                 self.each_row(&doc, &mut |idx, row| {
                     if resumed && idx < from_row {
+                        // Walking back to where the last page stopped inside one item is
+                        // work too: past the deadline, the query fails rather than stall.
+                        if late(key, idx, &mut walked_too_long) {
+                            return ControlFlow::Break(());
+                        }
                         return ControlFlow::Continue(());
                     }
                     if (idx > from_row || !resumed && idx > 0) && late(key, idx, &mut stopped) {
@@ -401,6 +411,14 @@ impl Prepared {
                 })
             })
             .map_err(RunError::Source)?;
+        if walked_too_long.is_some() {
+            return Err(RunError::Query(QueryError::at(
+                0,
+                format!(
+                    "the continuation resumes {from_row} rows into one item, more than a page can walk back through in time: the query's JOINs give that item too many rows; narrow them with a WHERE on each source"
+                ),
+            )));
+        }
         Ok(stopped)
     }
 
@@ -579,7 +597,12 @@ impl Prepared {
         limits: &Limits,
     ) -> Result<Page, RunError<S::Error>> {
         let after = match at {
-            Some(Resume::O { keys, key, row }) => {
+            Some(Resume::O {
+                keys,
+                key,
+                row,
+                sum,
+            }) => {
                 let key = from_hex(&key).ok_or_else(bad_token)?;
                 let keys = match keys {
                     Some(keys) => keys
@@ -587,7 +610,16 @@ impl Prepared {
                         .map(restore)
                         .collect::<Option<Vec<_>>>()
                         .ok_or_else(bad_token)?,
-                    None => self.keys_of_row(source, &key, row)?,
+                    None => {
+                        let keys = self.keys_of_row(source, &key, row)?;
+                        if keys_sum(&keys) != sum {
+                            return Err(RunError::Query(QueryError::at(
+                                0,
+                                "the row this continuation resumes after has changed its sort key (too large for the token, it is read again); run the query again",
+                            )));
+                        }
+                        keys
+                    }
                 };
                 Some(Position { keys, key, row })
             }
@@ -689,6 +721,7 @@ impl Prepared {
             Some(p) if !finished => Some(self.encode(
                 done,
                 Resume::O {
+                    sum: keys_sum(&p.keys),
                     keys: {
                         let keys: Vec<Value> =
                             p.keys.iter().map(|k| lossless(k.as_ref())).collect();
@@ -1192,6 +1225,12 @@ impl Acc {
     }
 }
 
+/// A hash of sort keys.
+fn keys_sum(keys: &[Option<Value>]) -> u64 {
+    let text: Vec<Value> = keys.iter().map(|k| lossless(k.as_ref())).collect();
+    xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(&text).unwrap_or_default())
+}
+
 /// The most bytes of sort keys a continuation token carries.
 const MAX_TOKEN_KEYS: usize = 1024;
 
@@ -1441,6 +1480,68 @@ mod tests {
             }
             other => panic!("expected a timeout, got {other:?}"),
         }
+    }
+
+    /// Found by the second review: resuming deep inside one item walks its earlier rows, and
+    /// a token naming row 10^12 kept a thread (and a shutdown) busy for minutes. The walk back
+    /// is held to the deadline too.
+    #[test]
+    fn walking_back_to_a_deep_row_is_held_to_the_deadline() {
+        let arr: Vec<u32> = (0..400).collect();
+        let mut items = Mem(vec![(vec![0], json!({"arr": arr}))]);
+        let join = "SELECT VALUE 1 FROM c JOIN a IN c.arr JOIN b IN c.arr JOIN d IN c.arr WHERE a + b + d < 0";
+        let q = Prepared::new(join, &[], "t").expect("query");
+        let late = Limits {
+            deadline: Some(std::time::Instant::now()),
+            ..Limits::default()
+        };
+        let token = q
+            .page_within(&mut items, None, 10, late)
+            .expect("page")
+            .continuation
+            .expect("token");
+        let text = String::from_utf8(from_hex(&token).expect("hex")).expect("utf8");
+        let deep = text.replace(r#""row":511"#, r#""row":1000000000000"#);
+        assert_ne!(deep, text, "{text}");
+        let started = std::time::Instant::now();
+        let soon = Limits {
+            deadline: Some(started + std::time::Duration::from_millis(200)),
+            ..Limits::default()
+        };
+        match q.page_within(&mut items, Some(&to_hex(deep.as_bytes())), 10, soon) {
+            Err(RunError::Query(e)) => {
+                assert!(e.message.contains("rows into one item"), "{}", e.message)
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// Found by the second review: an ORDER BY key too large for the token is read again from
+    /// the row, and a row whose key changed between pages made the next page skip or repeat
+    /// rows that never changed. Now that is a 400 that says to run the query again.
+    #[test]
+    fn a_reread_sort_key_that_changed_is_an_error_not_a_skip() {
+        let long = |c: char, i: u8| format!("{}{i}", c.to_string().repeat(2000));
+        let mut items = Mem((0..6u8)
+            .map(|i| (vec![i], json!({"i": i, "s": long('m', i)})))
+            .collect());
+        let q = Prepared::new("SELECT VALUE c.i FROM c ORDER BY c.s", &[], "t").expect("query");
+        let first = q.page(&mut items, None, 2).expect("page");
+        assert_eq!(first.documents, vec![json!(0), json!(1)]);
+        let token = first.continuation.expect("token");
+        // The last row returned changes its key; nothing else does.
+        items.0[1].1["s"] = json!(long('z', 1));
+        match q.page(&mut items, Some(&token), 2) {
+            Err(RunError::Query(e)) => {
+                assert!(e.message.contains("changed its sort key"), "{}", e.message)
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+        // Unchanged, it resumes.
+        items.0[1].1["s"] = json!(long('m', 1));
+        let second = q.page(&mut items, Some(&token), 2).expect("page");
+        assert_eq!(second.documents, vec![json!(2), json!(3)]);
     }
 
     /// Found by review: a page held max-item-count results whatever their size (600 × 1 MB).
