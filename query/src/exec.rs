@@ -333,7 +333,7 @@ impl Prepared {
         scanned: &mut u64,
         limits: &Limits,
         f: &mut RowVisitor<'_>,
-    ) -> Result<Option<(Vec<u8>, u64)>, RunError<S::Error>> {
+    ) -> Result<Option<RowAt>, RunError<S::Error>> {
         let q = &self.query;
         let keeps = |row: &[V<'_>]| {
             q.filter
@@ -353,7 +353,7 @@ impl Prepared {
         // Only past the row it resumed at does a page stop at the deadline: each page gets on.
         let mut late = |key: &[u8], idx: u64, stopped: &mut Option<(Vec<u8>, u64)>| {
             work = work.wrapping_add(1);
-            let late = work % 512 == 0
+            let late = work.is_multiple_of(512)
                 && limits
                     .deadline
                     .is_some_and(|d| std::time::Instant::now() >= d);
@@ -728,7 +728,7 @@ impl Prepared {
                         // Past a kilobyte (or a nesting serde_json may not read back), the token
                         // names the row and the next page reads its keys again.
                         let small = serde_json::to_vec(&keys)
-                            .map_or(false, |t| t.len() <= MAX_TOKEN_KEYS)
+                            .is_ok_and(|t| t.len() <= MAX_TOKEN_KEYS)
                             && keys.iter().all(|k| depth(k) <= 32);
                         small.then_some(keys)
                     },
@@ -890,6 +890,9 @@ impl Prepared {
         })
     }
 }
+
+/// A row's place: its item's key and its index among the item's rows.
+type RowAt = (Vec<u8>, u64);
 
 /// Receives each row that passes WHERE: its item's key, its index among the item's rows, its
 /// values (one per source), and a function that gives its projection.
