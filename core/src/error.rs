@@ -101,6 +101,10 @@ pub enum Error {
         /// The format this binary reads.
         supported: u32,
     },
+    /// A peer asked for log entries this region has collected, and has not applied everything
+    /// they held: it must start from a snapshot of a region instead (`converge serve --join`).
+    #[error("{0}")]
+    SnapshotNeeded(String),
     /// The embedded database failed (disk full, I/O error, corruption).
     #[error("storage error: {0}")]
     Storage(String),

@@ -55,13 +55,15 @@ pub use model::{
     MAX_PARTITION_KEY_LEVELS, Operation, PartitionKey, ResolverLimits, SYSTEM_CREATION,
     partition_key_at, partition_key_paths, validate_name,
 };
-pub use replicate::{Batch, Cursor, MAX_BATCH_BYTES, PROTOCOL_FORMAT, Version};
+pub use replicate::{
+    Applied, Batch, Cursor, MAX_BATCH_BYTES, MemberReport, PROTOCOL_FORMAT, Version,
+};
 pub use resolve::{
     CanonicalVersion, LwwKey, NoResolvers, NumberKey, Outcome, ResolveRequest, ResolverHost, reason,
 };
 pub use store::{
-    ApplyReport, DEFAULT_CACHE_BYTES, DatabaseDef, Durability, Item, ItemState, STORE_FILE, Store,
-    StoreOptions, StoreStats, VisibleItem, WriteOp, WriteOutcome,
+    ApplyReport, CollectReport, DEFAULT_CACHE_BYTES, DatabaseDef, Durability, Item, ItemState,
+    MemberStatus, STORE_FILE, Store, StoreOptions, StoreStats, VisibleItem, WriteOp, WriteOutcome,
 };
 pub use udf::{
     ABI_VERSION, CallReport, CallTimings, DEFAULT_WATCHDOG, EngineFingerprint, MAX_LOG_BYTES,

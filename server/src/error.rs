@@ -87,7 +87,9 @@ impl From<Error> for ApiError {
             | Error::NotFound { .. }
             | Error::UnknownConflict(_)
             | Error::UnknownDatabase(_) => StatusCode::NOT_FOUND,
-            Error::AlreadyExists { .. } | Error::DatabaseExists(_) => StatusCode::CONFLICT,
+            Error::AlreadyExists { .. } | Error::DatabaseExists(_) | Error::SnapshotNeeded(_) => {
+                StatusCode::CONFLICT
+            }
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -66,9 +66,26 @@ impl<A: Ord + Clone> Context<A> {
         Context::from_entries(self.entries.iter().map(|(a, c)| (f(a), *c)).collect())
     }
 
+    /// Keeps only the entries for which `keep(writer, counter)` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&A, u64) -> bool) {
+        self.entries.retain(|(a, c)| keep(a, *c));
+    }
+
     /// Whether the context is empty.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+impl Context<crate::causal::Writer> {
+    /// Whether the context covers `dot`: by the entry of its writer, or by its region's floor
+    /// entry ([`Incarnation::FLOOR`](crate::causal::Incarnation::FLOOR)).
+    pub fn covers_dot(&self, dot: &crate::causal::Dot) -> bool {
+        self.covers(&dot.writer(), dot.counter)
+            || self.covers(
+                &(dot.region.clone(), crate::causal::Incarnation::FLOOR),
+                dot.counter,
+            )
     }
 }
 
@@ -85,5 +102,24 @@ mod tests {
         assert_eq!(a.get(&1), 3);
         a.merge(&Context::from_entries(vec![(3, 1), (1, 4)]));
         assert_eq!(a.entries(), &[(1, 4), (2, 7), (3, 1)]);
+    }
+
+    #[test]
+    fn a_floor_entry_covers_every_incarnation_of_its_region() {
+        use crate::causal::{Dot, Incarnation, RegionId};
+        let west = RegionId::new("west").expect("name");
+        let east = RegionId::new("east").expect("name");
+        let dot = |r: &RegionId, inc, counter| Dot {
+            region: r.clone(),
+            incarnation: Incarnation(inc),
+            counter,
+        };
+        let ctx = Context::from_entries(vec![
+            ((west.clone(), Incarnation::FLOOR), 10),
+            ((east.clone(), Incarnation(7)), 3),
+        ]);
+        assert!(ctx.covers_dot(&dot(&west, 5, 10)) && ctx.covers_dot(&dot(&west, 9, 1)));
+        assert!(!ctx.covers_dot(&dot(&west, 5, 11)));
+        assert!(ctx.covers_dot(&dot(&east, 7, 3)) && !ctx.covers_dot(&dot(&east, 8, 3)));
     }
 }

@@ -50,6 +50,14 @@ impl fmt::Display for RegionId {
 )]
 pub struct Incarnation(pub u64);
 
+impl Incarnation {
+    /// Not a store's incarnation (those are never 0) but a context entry's mark for a
+    /// region's *floor*: `(region, FLOOR) -> n` in a context covers every dot of that region,
+    /// of any incarnation, with a counter up to `n`. A local write carries its region's stable
+    /// point this way, so it covers what collection removed (docs/design.md, "Collection").
+    pub const FLOOR: Incarnation = Incarnation(0);
+}
+
 impl fmt::Display for Incarnation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)

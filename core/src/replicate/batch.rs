@@ -4,12 +4,13 @@ use super::Version;
 use crate::causal::{Incarnation, RegionId};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Version of the replication protocol this binary speaks. Format 2: resolver items belong to a
-/// container's creation. A deployment runs one build, so other formats are refused.
-pub const PROTOCOL_FORMAT: u32 = 2;
+/// Version of the replication protocol this binary speaks. Format 3: batches carry applied
+/// vectors (stability). A deployment runs one build, so other formats are refused.
+pub const PROTOCOL_FORMAT: u32 = 3;
 
 /// The most stored log bytes one batch carries: `Store::read_log` stops before passing it,
 /// though a batch always carries at least one version (an item may be 2 MiB).
@@ -51,6 +52,20 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// An applied vector: per region, the counter up to which every version it wrote is applied.
+pub type Applied = BTreeMap<RegionId, u64>;
+
+/// What a batch says about one member of the deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReport {
+    /// The member.
+    pub region: RegionId,
+    /// The latest applied vector the sender knows of it.
+    pub applied: Applied,
+    /// Whether it was retired.
+    pub retired: bool,
+}
+
 /// Versions read from one region's log, in log order, with the cursor to continue from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
@@ -62,6 +77,11 @@ pub struct Batch {
     pub next: Cursor,
     /// Whether the log had more durable versions than this batch holds.
     pub more: bool,
+    /// The source's applied vector as of `next`, when the batch reached the source's durable
+    /// end: having applied the log through `next`, the receiver has applied all of it.
+    pub applied: Option<Applied>,
+    /// The latest vector the source knows of each other member (relayed stability).
+    pub members: Vec<MemberReport>,
 }
 
 impl Batch {
@@ -117,6 +137,8 @@ mod tests {
                 lsn: 9,
             },
             more: false,
+            applied: Some([(RegionId::new("west").expect("name"), 4)].into()),
+            members: vec![],
         };
         let mut bytes = b.encode();
         assert_eq!(Batch::decode(&bytes).expect("round trip"), b);

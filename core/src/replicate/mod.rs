@@ -3,5 +3,5 @@
 mod batch;
 mod version;
 
-pub use batch::{Batch, Cursor, MAX_BATCH_BYTES, PROTOCOL_FORMAT};
+pub use batch::{Applied, Batch, Cursor, MAX_BATCH_BYTES, MemberReport, PROTOCOL_FORMAT};
 pub use version::Version;

@@ -24,9 +24,10 @@ pub(crate) enum Table {
     Dropped,
     Modules,
     Interrupted,
+    Members,
 }
 
-const TABLE_COUNT: usize = 12;
+const TABLE_COUNT: usize = 13;
 
 impl Table {
     const ALL: [Table; TABLE_COUNT] = [
@@ -42,6 +43,7 @@ impl Table {
         Table::Dropped,
         Table::Modules,
         Table::Interrupted,
+        Table::Members,
     ];
 
     fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -58,6 +60,7 @@ impl Table {
             Table::Dropped => "dropped",
             Table::Modules => "modules",
             Table::Interrupted => "interrupted",
+            Table::Members => "members",
         })
     }
 }

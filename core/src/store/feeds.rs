@@ -6,8 +6,9 @@ use super::codec::{ItemRecord, LogEntry, cid_lsn_key, decode, encode, parse_item
 use super::defs::{self, load_item};
 use super::items::{decode_hex, encode_hex, render};
 use crate::causal::Incarnation;
+use crate::causal::RegionId;
 use crate::feed::{Change, ConflictRecord, Page};
-use crate::replicate::{Batch, Cursor, MAX_BATCH_BYTES, Version};
+use crate::replicate::{Applied, Batch, Cursor, MAX_BATCH_BYTES, MemberReport, Version};
 use crate::{Error, Result};
 
 /// What applying a batch did.
@@ -29,6 +30,14 @@ fn apply_all(tx: &mut super::tx::Tx<'_>, versions: &[Version]) -> Result<ApplyRe
         }
     }
     Ok(report)
+}
+
+/// An applied vector as text, `region:counter` joined by commas.
+pub(crate) fn applied_text(v: &Applied) -> String {
+    v.iter()
+        .map(|(r, c)| format!("{r}:{c}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn parse_conflict_id(id: &str) -> Result<u128> {
@@ -159,7 +168,57 @@ impl Store {
     /// has restarted since the cursor was issued, reading resumes from where the later
     /// incarnations began if that is earlier, so nothing is skipped.
     pub fn read_log(&self, since: Cursor, max: usize) -> Result<Batch> {
-        let durable = self.durable_lsn.load(std::sync::atomic::Ordering::Acquire);
+        self.read_log_for(None, since, max)
+    }
+
+    /// [`read_log`](Self::read_log) for a peer that says who it is and what it has applied.
+    /// A region that has collected log entries serves only peers that have applied everything
+    /// they held (otherwise [`Error::SnapshotNeeded`]: the peer must join from a snapshot),
+    /// and a peer it has not heard of becomes a member, so collection waits for it from now on.
+    pub fn read_log_for(
+        &self,
+        puller: Option<(&RegionId, &Applied)>,
+        since: Cursor,
+        max: usize,
+    ) -> Result<Batch> {
+        let view = self.stability_view()?;
+        if !view.collected().is_empty() {
+            let ok = puller.is_some_and(|(_, applied)| view.has_collected_for(applied));
+            if !ok {
+                let who = puller.map_or_else(|| "a reader".to_owned(), |(r, _)| format!("{r}"));
+                return Err(Error::SnapshotNeeded(format!(
+                    "region {} has collected versions {who} has not applied (up to {}); \
+                     start {who} on an empty data directory with `converge serve --join <url of {}>`",
+                    self.region,
+                    applied_text(view.collected()),
+                    self.region
+                )));
+            }
+        }
+        if let Some((region, applied)) = puller
+            && *region != self.region
+            && !view.is_member(region)
+        {
+            let reports = [MemberReport {
+                region: region.clone(),
+                applied: applied.clone(),
+                retired: false,
+            }];
+            self.write_tx(self.commit_sync(), |tx| {
+                let counter = tx.counter();
+                let now = tx.now_ms();
+                tx.stability_mut()
+                    .merge(region, None, &reports, counter, now);
+                Ok(())
+            })?;
+        }
+        let published = self
+            .published
+            .lock()
+            .map_err(|_| Error::Storage("publish lock poisoned".into()))?
+            .clone();
+        let durable = published.lsn;
+        let members = self.stability_view()?.reports();
         self.read_tx(|kv, actors| {
             let mut from = since.lsn;
             if since.incarnation != self.incarnation {
@@ -204,14 +263,18 @@ impl Store {
                     next = durable;
                 }
             }
+            // Through the durable end, the reader has applied all this region had then.
+            let complete = next >= durable;
             Ok(Batch {
                 source: self.region.clone(),
                 versions,
-                more: next < durable,
+                more: !complete,
                 next: Cursor {
                     incarnation: self.incarnation,
                     lsn: next,
                 },
+                applied: complete.then_some(published.applied),
+                members,
             })
         })
     }
@@ -227,6 +290,19 @@ impl Store {
         }
         self.write_tx(self.commit_sync(), |tx| {
             let report = apply_all(tx, &batch.versions)?;
+            let (counter, now) = (tx.counter(), tx.now_ms());
+            let stab = tx.stability();
+            let mut probe = stab.clone();
+            probe.merge(
+                &batch.source,
+                batch.applied.as_ref(),
+                &batch.members,
+                counter,
+                now,
+            );
+            if probe.is_dirty() {
+                *tx.stability_mut() = probe;
+            }
             tx.kv.put(
                 Table::Cursors,
                 batch.source.as_str().as_bytes(),

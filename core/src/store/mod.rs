@@ -2,6 +2,7 @@
 
 mod backend;
 pub(crate) mod codec;
+mod collect;
 mod containers;
 mod credit;
 mod databases;
@@ -11,9 +12,11 @@ mod feeds;
 mod group;
 mod items;
 mod resolvers;
+mod stability;
 mod tx;
 
 use crate::causal::{Clock, Hlc, Incarnation, RegionId, Writer};
+use crate::replicate::Applied;
 use crate::resolve::{NoResolvers, ResolverHost};
 use crate::{Error, Result};
 use backend::{Backend, KvRead, Sync, Table};
@@ -24,8 +27,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use collect::CollectReport;
 pub use databases::DatabaseDef;
 pub use feeds::{ApplyReport, ItemState};
+pub use stability::MemberStatus;
 
 /// Parses a definition body as the system container stores it.
 pub(crate) fn parse_def_body(body: &str) -> Result<crate::model::ContainerDef> {
@@ -200,6 +205,16 @@ struct Writer_ {
     clock: Clock,
     /// Resolver time the writer may still spend (see credit.rs).
     credit: credit::ResolverCredit,
+    /// Members and the stable point (the writer's copy; readers see [`Store::stability`]).
+    stab: stability::Stability,
+}
+
+/// What readers of the log see of the writer: the last durable position and this region's
+/// applied vector as of it, published together after each durable commit.
+#[derive(Clone, Debug)]
+struct Published {
+    lsn: u64,
+    applied: stability::Applied,
 }
 
 /// Region incarnations interned to small ids, so item records stay small.
@@ -221,6 +236,10 @@ pub struct Store {
     /// The last log position a reader may return (committed durably); read without the
     /// writer, so peers pulling never wait for a transaction.
     durable_lsn: AtomicU64,
+    /// The durable position with this region's applied vector then (for batches).
+    published: Mutex<Published>,
+    /// The members and the stable point as of the last commit, for readers.
+    stability: RwLock<Arc<stability::Stability>>,
     /// Threads waiting for the writer: while any does, resolver calls are put off to the
     /// retry rather than made under the writer.
     writers_waiting: AtomicUsize,
@@ -247,6 +266,13 @@ const META_WRITER: &[u8] = b"writer";
 /// The clock's persisted bound (physical ms, see [`WriterState::clock_bound`]). Stores
 /// written before it existed resume from the writer state's clock.
 const META_CLOCK: &[u8] = b"clock";
+
+/// Wall-clock time, ms since the epoch.
+pub(crate) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 fn random_incarnation() -> Incarnation {
     use std::hash::{BuildHasher, Hasher};
@@ -290,7 +316,7 @@ impl Store {
             Some(f) => Incarnation(f().max(1)),
             None => random_incarnation(),
         };
-        let (state, actors) = backend.write(Sync::Durable, |kv| {
+        let (state, actors, stab) = backend.write(Sync::Durable, |kv| {
             match kv.get(Table::Meta, META_FORMAT)? {
                 Some(f) => {
                     let found: u32 = decode("format", &f)?;
@@ -340,8 +366,15 @@ impl Store {
                 state.clock = state.clock.max(Hlc::new(bound, 0));
             }
             kv.put(Table::Meta, META_CLOCK, &state.bound_clock()?)?;
-            // Resume past everything the previous incarnation may have used.
-            state.counter = state.counter.max(state.counter_reserved);
+            // Resume past everything the previous incarnation may have used, and above
+            // wall-clock microseconds: a wiped or restored directory of this region then never
+            // reissues a counter its earlier store used (stability counts a region's versions
+            // by counter, across incarnations and stores).
+            let now_ms = options.clock_source.map_or_else(wall_ms, |f| f());
+            state.counter = state
+                .counter
+                .max(state.counter_reserved)
+                .max(now_ms.saturating_mul(1000));
             state.next_lsn = state.next_lsn.max(state.lsn_reserved);
             state.reserve();
             // The log records where each incarnation began, so pullers resume from there.
@@ -365,13 +398,25 @@ impl Store {
             actors.by_writer.insert(w.clone(), me);
             actors.by_id.push(w);
             kv.put(Table::Meta, META_WRITER, &encode(&state)?)?;
-            Ok((state, actors))
+            let mut stab = stability::Stability::load(
+                kv,
+                &region_id,
+                actors.by_id.iter().map(|(r, _)| r.clone()),
+            )?;
+            stab.recompute(state.counter);
+            stab.persist(kv)?;
+            Ok((state, actors, stab))
         })?;
         let clock = match options.clock_source {
             Some(f) => Clock::with_source(state.clock, f),
             None => Clock::new(state.clock),
         };
         let durable_lsn = state.next_lsn - 1;
+        let published = Published {
+            lsn: durable_lsn,
+            applied: stab.own(state.counter),
+        };
+        let view = Arc::new(stab.clone());
         let store = Store {
             backend,
             region: region_id,
@@ -380,8 +425,11 @@ impl Store {
                 state,
                 clock,
                 credit: credit::ResolverCredit::new(),
+                stab,
             }),
             durable_lsn: AtomicU64::new(durable_lsn),
+            published: Mutex::new(published),
+            stability: RwLock::new(view),
             writers_waiting: AtomicUsize::new(0),
             slow_modules: credit::SlowModules::default(),
             actors: RwLock::new(actors),
@@ -424,6 +472,38 @@ impl Store {
             .lock()
             .map(|w| w.credit.spent())
             .map_err(|_| Error::Storage("writer lock poisoned".into()))
+    }
+
+    /// The members and the stable point as of the last commit.
+    fn stability_view(&self) -> Result<Arc<stability::Stability>> {
+        self.stability
+            .read()
+            .map(|s| Arc::clone(&s))
+            .map_err(|_| Error::Storage("stability lock poisoned".into()))
+    }
+
+    /// This region's applied vector as of its durable end: per region, the counter up to
+    /// which it has applied every version that region wrote (its own entry is its counter).
+    /// A peer pulling from a region that collected its log sends it
+    /// ([`read_log_for`](Self::read_log_for)).
+    pub fn applied(&self) -> Applied {
+        self.published
+            .lock()
+            .map(|p| p.applied.clone())
+            .unwrap_or_default()
+    }
+
+    /// The stable point: per region, the counter up to which every live member has applied
+    /// that region's versions (and every write concurrent with them has arrived here).
+    pub fn stable_point(&self) -> Result<Applied> {
+        Ok(self.stability_view()?.stable().clone())
+    }
+
+    /// Every member this region knows of, itself first, with what it knows of each.
+    pub fn members(&self) -> Result<Vec<MemberStatus>> {
+        let counter = self.applied().get(&self.region).copied().unwrap_or(0);
+        let now = self.options.clock_source.map_or_else(wall_ms, |f| f());
+        Ok(self.stability_view()?.status(counter, now))
     }
 
     /// The region's counters.
@@ -521,6 +601,7 @@ impl Store {
         let saved_clock = w.clock.clone();
         let mut new_actors = Vec::new();
         let mut defs_changed = false;
+        let mut new_stab = None;
         let out = {
             let actors = self
                 .actors
@@ -533,6 +614,7 @@ impl Store {
                     kv,
                     &mut w.state,
                     &mut w.clock,
+                    &w.stab,
                     &actors,
                     &mut new_actors,
                     credit,
@@ -542,6 +624,7 @@ impl Store {
                 let r = r?;
                 t.finish()?;
                 defs_changed = t.defs_changed();
+                new_stab = t.take_stability();
                 Ok(r)
             })
         };
@@ -564,9 +647,25 @@ impl Store {
                         a.by_id.push(nw);
                     }
                 }
+                if let Some(stab) = new_stab {
+                    w.stab = stab;
+                    let view = Arc::new(w.stab.clone());
+                    *self
+                        .stability
+                        .write()
+                        .map_err(|_| Error::Storage("stability lock poisoned".into()))? = view;
+                }
                 if sync == Sync::Durable || matches!(self.backend, Backend::Memory(_)) {
-                    self.durable_lsn
-                        .store(w.state.next_lsn - 1, Ordering::Release);
+                    let lsn = w.state.next_lsn - 1;
+                    let applied = w.stab.own(w.state.counter);
+                    // Under the writer lock: a reader never sees a position with a vector of
+                    // another commit.
+                    *self
+                        .published
+                        .lock()
+                        .map_err(|_| Error::Storage("publish lock poisoned".into()))? =
+                        Published { lsn, applied };
+                    self.durable_lsn.store(lsn, Ordering::Release);
                 }
                 Ok(r)
             }

@@ -9,8 +9,9 @@ use super::codec::{
     parse_item_key, prefix_end,
 };
 use super::defs::{self, CidState, Creation};
+use super::stability::Stability;
 use super::{Actors, META_CLOCK, META_WRITER, Store, WriterState};
-use crate::causal::{Clock, Context, Dot, Hlc, Writer};
+use crate::causal::{Clock, Context, Dot, Hlc, Incarnation, RegionId, Writer};
 use crate::feed::{ConflictRecord, ConflictStatus};
 use crate::model::{ConflictPolicy, ContainerDef, CreationId, ItemKey, Operation, SYSTEM_CREATION};
 use crate::replicate::Version;
@@ -26,6 +27,10 @@ pub(crate) struct Tx<'a> {
     pub(super) kv: &'a mut dyn KvWrite,
     st: &'a mut WriterState,
     clock: &'a mut Clock,
+    /// The members and the stable point as the transaction began, and the changed copy once
+    /// something changes them (copied on the first change, so most transactions copy nothing).
+    stab: &'a Stability,
+    stab_new: Option<Stability>,
     actors: &'a Actors,
     new_actors: &'a mut Vec<Writer>,
     cids: HashMap<CreationId, CidState>,
@@ -145,6 +150,7 @@ impl<'a> Tx<'a> {
         kv: &'a mut dyn KvWrite,
         st: &'a mut WriterState,
         clock: &'a mut Clock,
+        stab: &'a Stability,
         actors: &'a Actors,
         new_actors: &'a mut Vec<Writer>,
         resolver_credit: std::time::Duration,
@@ -154,6 +160,8 @@ impl<'a> Tx<'a> {
             kv,
             st,
             clock,
+            stab,
+            stab_new: None,
             actors,
             new_actors,
             cids: HashMap::new(),
@@ -178,8 +186,81 @@ impl<'a> Tx<'a> {
         &*self.kv
     }
 
+    /// The members and the stable point, with this transaction's changes.
+    pub(super) fn stability(&self) -> &Stability {
+        self.stab_new.as_ref().unwrap_or(self.stab)
+    }
+
+    /// The members and the stable point, to change (persisted when the transaction commits).
+    pub(super) fn stability_mut(&mut self) -> &mut Stability {
+        self.stab_new.get_or_insert_with(|| self.stab.clone())
+    }
+
+    /// The changed members and stable point, if the transaction changed them.
+    pub(super) fn take_stability(&mut self) -> Option<Stability> {
+        self.stab_new.take()
+    }
+
+    /// This region's write counter (the last one issued).
+    pub(super) fn counter(&self) -> u64 {
+        self.st.counter
+    }
+
+    /// The region that issued the dots of `actor`.
+    fn region_of(&self, actor: ActorId) -> &RegionId {
+        &self.writer_of(actor).0
+    }
+
+    /// The interned id of `w`, if it has one (without interning it).
+    fn actor_id(&self, w: &Writer) -> Option<ActorId> {
+        if let Some(&id) = self.actors.by_writer.get(w) {
+            return Some(id);
+        }
+        let n = self.actors.by_id.len();
+        self.new_actors
+            .iter()
+            .position(|x| x == w)
+            .map(|pos| (n + pos) as ActorId)
+    }
+
+    /// Whether this region has already applied the dot `(actor, counter)` of an item whose
+    /// context is `ctx`: the context covers it (by its writer's entry or its region's floor),
+    /// or it is at or below the stable point, which every version this region applied is.
+    fn seen(&self, ctx: &Context<ActorId>, actor: ActorId, dot: &Dot) -> bool {
+        if ctx.covers(&actor, dot.counter) || dot.counter <= self.stability().stable_of(&dot.region)
+        {
+            return true;
+        }
+        self.actor_id(&(dot.region.clone(), Incarnation::FLOOR))
+            .is_some_and(|f| ctx.covers(&f, dot.counter))
+    }
+
+    /// Whether the dot `(actor, counter)` is at or below the stable point.
+    pub(super) fn is_stable(&self, actor: ActorId, counter: u64) -> bool {
+        counter <= self.stability().stable_of(self.region_of(actor))
+    }
+
+    /// [`shrink`](Self::shrink) for collection.
+    pub(super) fn shrink_context(&self, ctx: &mut Context<ActorId>) {
+        self.shrink(ctx);
+    }
+
+    /// Drops the context entries the stable point covers (its floor covers them).
+    fn shrink(&self, ctx: &mut Context<ActorId>) {
+        let stable = self.stability();
+        if stable.stable().is_empty() {
+            return;
+        }
+        ctx.retain(|a, c| c > stable.stable_of(self.region_of(*a)));
+    }
+
     /// Persists the writer's counters; called once before commit.
     pub(super) fn finish(&mut self) -> Result<()> {
+        if let Some(stab) = self.stab_new.as_mut()
+            && stab.is_dirty()
+        {
+            stab.persist(self.kv)?;
+        }
         self.st.clock = self.clock.last();
         self.st.stats.commits += 1;
         if self.st.needs_clock_bound() {
@@ -243,6 +324,11 @@ impl<'a> Tx<'a> {
         self.clock.physical_now()
     }
 
+    /// This region's physical time, ms (the clock's source).
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock_now_ms()
+    }
+
     /// Writes a new local version of an item whose current record is `rec`.
     pub(crate) fn write_local(
         &mut self,
@@ -255,11 +341,20 @@ impl<'a> Tx<'a> {
         self.st.counter += 1;
         let counter = self.st.counter;
         let hlc = self.clock.now();
+        // The stable point travels as floor entries: whatever collection removed here, this
+        // version covers (a region that has not collected it yet drops it as covered).
         let entries = rec
             .context
             .entries()
             .iter()
             .map(|(a, c)| (self.writer_of(*a).clone(), *c))
+            .chain(
+                self.stability()
+                    .stable()
+                    .iter()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(r, c)| ((r.clone(), Incarnation::FLOOR), *c)),
+            )
             .collect();
         let v = Version {
             creation: cid,
@@ -296,6 +391,15 @@ impl<'a> Tx<'a> {
                 return Err(Error::CorruptBatch(format!(
                     "version {} has a context claiming counter {c} of this region's current \
                      incarnation, which only issued {}",
+                    v.dot, self.st.counter
+                )));
+            }
+        }
+        for ((region, inc), c) in v.context.entries() {
+            if *region == self.store.region && *inc == Incarnation::FLOOR && *c > self.st.counter {
+                return Err(Error::CorruptBatch(format!(
+                    "version {} claims this region's versions up to {c} are stable; it only \
+                     issued {}",
                     v.dot, self.st.counter
                 )));
             }
@@ -366,13 +470,13 @@ impl<'a> Tx<'a> {
             vctx.push((self.intern(w)?, *c));
         }
         let vctx = Context::from_entries(vctx);
-        if database && rec.context.covers(&actor, v.dot.counter) {
+        if database && self.seen(&rec.context, actor, &v.dot) {
             if !local {
                 self.st.stats.remote_duplicates += 1;
             }
             return Ok(None);
         }
-        if rec.context.covers(&actor, v.dot.counter) {
+        if self.seen(&rec.context, actor, &v.dot) {
             // A drop takes effect even when a later version already covers it: the set of
             // dropped creations grows independently of causal order. Otherwise a region that
             // saw the re-creation first would never learn that the old creation is gone.
@@ -403,8 +507,19 @@ impl<'a> Tx<'a> {
             return Ok(None);
         }
         let mut lost = 0;
+        // A version's floor entries cover every dot of their region up to them.
+        let floors: Vec<(&RegionId, u64)> = v
+            .context
+            .entries()
+            .iter()
+            .filter(|((_, inc), _)| *inc == Incarnation::FLOOR)
+            .map(|((r, _), c)| (r, *c))
+            .collect();
         rec.siblings.retain(|s| {
-            let covered = vctx.covers(&s.actor, s.counter);
+            let covered = vctx.covers(&s.actor, s.counter)
+                || floors
+                    .iter()
+                    .any(|(r, c)| s.counter <= *c && *r == self.region_of(s.actor));
             lost += u64::from(covered && !s.shown);
             !covered
         });
@@ -816,6 +931,7 @@ impl<'a> Tx<'a> {
             }
         }
         rec.open = new_ids;
+        self.shrink(&mut rec.context);
         let shown = match res.shown {
             item::Shown::Hidden => Shown::Hidden,
             item::Shown::Sibling(i) => Shown::Sibling(i as u32),

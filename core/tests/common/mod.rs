@@ -36,7 +36,10 @@ pub fn everything(from: &Store) -> Batch {
 pub fn pull(dst: &Store, src: &Store) {
     loop {
         let c = dst.cursor(src.region().as_str()).expect("cursor");
-        let b = src.read_log(c, 100).expect("read log");
+        // As a server pulls: saying who it is and what it has applied.
+        let b = src
+            .read_log_for(Some((dst.region(), &dst.applied())), c, 100)
+            .expect("read log");
         dst.apply_batch(&b).expect("apply");
         if !b.more {
             break;

@@ -1,0 +1,463 @@
+//! Stability: what every member has applied, learned through replication.
+//!
+//! Each region keeps an *applied vector*: for every region `r`, the counter up to which it has
+//! applied every version `r` wrote (any incarnation: a store's counter never goes back, and a
+//! store takes a counter above wall-clock microseconds when it opens, so a wiped or re-created
+//! directory of the same name never reissues a counter). A region's own entry is its counter.
+//! It raises its vector from a batch: having applied a peer's log through the batch's end, it
+//! has applied everything the peer had applied then, so it takes the peer's vector as of that
+//! position (which the batch carries when it reaches the peer's durable end).
+//!
+//! Batches also relay every member's latest vector, so a chain learns what a full mesh does.
+//! A member's vector is *confirmed* here once this region has applied that member's own writes
+//! up to the member's counter in it: then no write the member made before it applied those
+//! versions is still on its way here. The **stable point** is, per region, the least
+//! confirmed entry over all live members; it only grows. What lies at or below it every member
+//! has applied, and every write concurrent with it has arrived: collection may remove it, and a
+//! version arriving later whose dot is at or below it is a duplicate.
+
+use super::backend::{KvRead, KvWrite, Table};
+use super::codec::{decode, encode};
+use crate::Result;
+use crate::causal::RegionId;
+pub use crate::replicate::{Applied, MemberReport};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One member as a region sees it (`GET /_replication/members`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member's region name.
+    pub region: String,
+    /// Whether this is the region answering.
+    pub this_region: bool,
+    /// Whether it was retired (it no longer holds collection back).
+    pub retired: bool,
+    /// Its latest applied vector heard here: per region, the counter up to which it applied
+    /// every version that region wrote.
+    pub applied: BTreeMap<String, u64>,
+    /// Its latest vector this region has caught up with (what the stable point uses).
+    pub confirmed: BTreeMap<String, u64>,
+    /// How far its confirmed vector is behind this region's own: the sum of the counter gaps
+    /// (versions, but for a gap across a restart, where a counter jumps ahead).
+    pub behind: u64,
+    /// How long ago its vector last grew here (ms); `None` if never.
+    pub heard_ms_ago: Option<u64>,
+    /// Whether it holds the stable point below what this region has applied: collection
+    /// waits for it.
+    pub holds_back: bool,
+}
+
+/// One member as a region persists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MemberRecord {
+    /// The latest vector heard (directly or relayed).
+    pub latest: Applied,
+    /// The latest vector whose own entry this region has applied up to.
+    pub confirmed: Applied,
+    /// The earliest vector heard and not yet confirmed: it is confirmed first, so a member
+    /// that keeps writing still gets confirmed as this region catches up.
+    pub pending: Option<Applied>,
+    pub retired: bool,
+    /// When its vector last grew here (ms since the epoch, this region's clock).
+    pub heard_ms: u64,
+}
+
+/// Raises `into` to at least `from`, entry by entry; says whether anything grew.
+pub(crate) fn raise(into: &mut Applied, from: &Applied) -> bool {
+    let mut grew = false;
+    for (r, &c) in from {
+        let e = into.entry(r.clone()).or_insert(0);
+        if c > *e {
+            *e = c;
+            grew = true;
+        }
+    }
+    grew
+}
+
+fn get(v: &Applied, r: &RegionId) -> u64 {
+    v.get(r).copied().unwrap_or(0)
+}
+
+/// The stability state of one region: its members and the stable point.
+#[derive(Clone, Debug)]
+pub(crate) struct Stability {
+    me: RegionId,
+    /// Every member but this region.
+    members: BTreeMap<RegionId, MemberRecord>,
+    /// This region's applied vector, without its own entry (which is its counter).
+    own: Applied,
+    stable: Applied,
+    /// The stable point as of the latest collection: every version collection removed is at or
+    /// below it, so a peer that has applied this much misses nothing it removed.
+    collected: Applied,
+    /// Members whose records changed since the last [`Stability::persist`].
+    dirty: BTreeSet<RegionId>,
+    own_dirty: bool,
+    stable_dirty: bool,
+    collected_dirty: bool,
+}
+
+const COLLECTED_KEY: &[u8] = b"\x00collected";
+const OWN_KEY: &[u8] = b"\x00own";
+const STABLE_KEY: &[u8] = b"\x00stable";
+
+impl Stability {
+    /// Reads the persisted state; `writers` are the regions whose versions this store holds
+    /// (each is a member, known or not).
+    pub(crate) fn load(
+        kv: &dyn KvRead,
+        me: &RegionId,
+        writers: impl Iterator<Item = RegionId>,
+    ) -> Result<Self> {
+        let mut s = Stability {
+            me: me.clone(),
+            members: BTreeMap::new(),
+            own: Applied::new(),
+            stable: Applied::new(),
+            collected: Applied::new(),
+            dirty: BTreeSet::new(),
+            own_dirty: false,
+            stable_dirty: false,
+            collected_dirty: false,
+        };
+        for (k, v) in kv.scan(Table::Members, &[], None, usize::MAX)? {
+            match k.as_slice() {
+                OWN_KEY => s.own = decode("applied vector", &v)?,
+                STABLE_KEY => s.stable = decode("stable point", &v)?,
+                COLLECTED_KEY => s.collected = decode("collected point", &v)?,
+                name => {
+                    let name = String::from_utf8_lossy(name);
+                    let region = RegionId::new(&name).map_err(|_| {
+                        crate::Error::Storage(format!("the members table names {name:?}"))
+                    })?;
+                    s.members.insert(region, decode("member", &v)?);
+                }
+            }
+        }
+        for w in writers {
+            s.know(&w);
+        }
+        Ok(s)
+    }
+
+    /// Makes `region` a member if it is not one yet.
+    pub(crate) fn know(&mut self, region: &RegionId) {
+        if *region != self.me && !self.members.contains_key(region) {
+            self.members.insert(region.clone(), MemberRecord::default());
+            self.dirty.insert(region.clone());
+        }
+    }
+
+    /// This region's applied vector, its own entry being `counter`.
+    pub(crate) fn own(&self, counter: u64) -> Applied {
+        let mut v = self.own.clone();
+        v.insert(self.me.clone(), counter);
+        v
+    }
+
+    /// The stable point.
+    pub(crate) fn stable(&self) -> &Applied {
+        &self.stable
+    }
+
+    /// The stable entry of `region` (0 when none).
+    pub(crate) fn stable_of(&self, region: &RegionId) -> u64 {
+        get(&self.stable, region)
+    }
+
+    /// What collection has removed up to (see [`Stability::collected`]'s field).
+    pub(crate) fn collected(&self) -> &Applied {
+        &self.collected
+    }
+
+    /// Records that collection removed versions at or below the current stable point.
+    pub(crate) fn mark_collected(&mut self) {
+        let stable = self.stable.clone();
+        if raise(&mut self.collected, &stable) {
+            self.collected_dirty = true;
+        }
+    }
+
+    /// Whether a peer that has applied `applied` has applied everything collection removed.
+    pub(crate) fn has_collected_for(&self, applied: &Applied) -> bool {
+        self.collected.iter().all(|(r, &c)| get(applied, r) >= c)
+    }
+
+    /// Whether `region` is known here as a member (or is this region).
+    pub(crate) fn is_member(&self, region: &RegionId) -> bool {
+        *region == self.me || self.members.contains_key(region)
+    }
+
+    /// Whether `region` was retired.
+    pub(crate) fn is_retired(&self, region: &RegionId) -> bool {
+        self.members.get(region).is_some_and(|m| m.retired)
+    }
+
+    /// What this region tells its pullers about every member (its own vector apart).
+    pub(crate) fn reports(&self) -> Vec<MemberReport> {
+        self.members
+            .iter()
+            .map(|(r, m)| MemberReport {
+                region: r.clone(),
+                applied: m.latest.clone(),
+                retired: m.retired,
+            })
+            .collect()
+    }
+
+    /// Takes in what a batch from `source` says: the members' vectors it relays and, when the
+    /// batch reached the source's durable end, the source's own vector then (everything it had
+    /// applied, this region has now applied too). Then confirms and recomputes the stable
+    /// point with this region's `counter`.
+    pub(crate) fn merge(
+        &mut self,
+        source: &RegionId,
+        source_applied: Option<&Applied>,
+        reports: &[MemberReport],
+        counter: u64,
+        now_ms: u64,
+    ) {
+        self.know(source);
+        for rep in reports {
+            if rep.region == self.me {
+                continue;
+            }
+            self.know(&rep.region);
+            for r in rep.applied.keys() {
+                self.know(r);
+            }
+            let m = self.members.get_mut(&rep.region).expect("known above");
+            let grew = raise(&mut m.latest, &rep.applied);
+            if grew {
+                m.heard_ms = m.heard_ms.max(now_ms);
+            }
+            if grew || (rep.retired && !m.retired) {
+                m.retired |= rep.retired;
+                self.dirty.insert(rep.region.clone());
+            }
+        }
+        if let Some(applied) = source_applied {
+            for r in applied.keys() {
+                self.know(r);
+            }
+            let m = self.members.get_mut(source).expect("known above");
+            if raise(&mut m.latest, applied) {
+                m.heard_ms = m.heard_ms.max(now_ms);
+                self.dirty.insert(source.clone());
+            }
+            let mut theirs = applied.clone();
+            theirs.remove(&self.me);
+            if raise(&mut self.own, &theirs) {
+                self.own_dirty = true;
+            }
+        }
+        self.confirm(counter);
+        self.recompute(counter);
+    }
+
+    /// Confirms each member's vectors this region has caught up with.
+    fn confirm(&mut self, counter: u64) {
+        let own = self.own(counter);
+        for (r, m) in &mut self.members {
+            let caught_up = |v: &Applied| get(&own, r) >= get(v, r);
+            let mut changed = false;
+            if let Some(p) = m.pending.take() {
+                if caught_up(&p) {
+                    changed |= raise(&mut m.confirmed, &p);
+                } else {
+                    m.pending = Some(p);
+                }
+            }
+            if m.latest != m.confirmed && m.pending.is_none() {
+                if caught_up(&m.latest) {
+                    changed |= raise(&mut m.confirmed, &m.latest.clone());
+                } else {
+                    m.pending = Some(m.latest.clone());
+                    changed = true;
+                }
+            }
+            if changed {
+                self.dirty.insert(r.clone());
+            }
+        }
+    }
+
+    /// The stable point from the confirmed vectors: never below what it was.
+    pub(crate) fn recompute(&mut self, counter: u64) {
+        let own = self.own(counter);
+        let live: Vec<&Applied> = std::iter::once(&own)
+            .chain(
+                self.members
+                    .values()
+                    .filter(|m| !m.retired)
+                    .map(|m| &m.confirmed),
+            )
+            .collect();
+        let mut regions: BTreeSet<&RegionId> = own.keys().collect();
+        regions.extend(self.members.keys());
+        for r in regions {
+            let least = live.iter().map(|v| get(v, r)).min().unwrap_or(0);
+            if least > get(&self.stable, r) {
+                self.stable.insert(r.clone(), least);
+                self.stable_dirty = true;
+            }
+        }
+    }
+
+    /// Whether anything needs writing.
+    pub(crate) fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty() || self.own_dirty || self.stable_dirty || self.collected_dirty
+    }
+
+    /// Writes what changed.
+    pub(crate) fn persist(&mut self, kv: &mut dyn KvWrite) -> Result<()> {
+        for r in std::mem::take(&mut self.dirty) {
+            if let Some(m) = self.members.get(&r) {
+                kv.put(Table::Members, r.as_str().as_bytes(), &encode(m)?)?;
+            }
+        }
+        if std::mem::take(&mut self.own_dirty) {
+            kv.put(Table::Members, OWN_KEY, &encode(&self.own)?)?;
+        }
+        if std::mem::take(&mut self.stable_dirty) {
+            kv.put(Table::Members, STABLE_KEY, &encode(&self.stable)?)?;
+        }
+        if std::mem::take(&mut self.collected_dirty) {
+            kv.put(Table::Members, COLLECTED_KEY, &encode(&self.collected)?)?;
+        }
+        Ok(())
+    }
+
+    /// Every member with what this region knows of it, this region first.
+    pub(crate) fn status(&self, counter: u64, now_ms: u64) -> Vec<MemberStatus> {
+        let own = self.own(counter);
+        let behind = |v: &Applied| {
+            own.iter()
+                .map(|(r, &c)| c.saturating_sub(get(v, r)))
+                .fold(0u64, u64::saturating_add)
+        };
+        let names = |v: &Applied| {
+            v.iter()
+                .map(|(r, c)| (r.as_str().to_owned(), *c))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let mut out = vec![MemberStatus {
+            region: self.me.as_str().to_owned(),
+            this_region: true,
+            retired: false,
+            applied: names(&own),
+            confirmed: names(&own),
+            behind: 0,
+            heard_ms_ago: Some(0),
+            holds_back: false,
+        }];
+        for (r, m) in &self.members {
+            out.push(MemberStatus {
+                region: r.as_str().to_owned(),
+                this_region: false,
+                retired: m.retired,
+                applied: names(&m.latest),
+                confirmed: names(&m.confirmed),
+                behind: behind(&m.confirmed),
+                heard_ms_ago: (m.heard_ms > 0).then(|| now_ms.saturating_sub(m.heard_ms)),
+                holds_back: !m.retired && behind(&m.confirmed) > 0,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(name: &str) -> RegionId {
+        RegionId::new(name).expect("name")
+    }
+
+    fn v(entries: &[(&str, u64)]) -> Applied {
+        entries.iter().map(|(n, c)| (r(n), *c)).collect()
+    }
+
+    fn empty(me: &str) -> Stability {
+        Stability {
+            me: r(me),
+            members: BTreeMap::new(),
+            own: Applied::new(),
+            stable: Applied::new(),
+            collected: Applied::new(),
+            dirty: BTreeSet::new(),
+            own_dirty: false,
+            stable_dirty: false,
+            collected_dirty: false,
+        }
+    }
+
+    #[test]
+    fn the_stable_point_waits_for_every_member_and_for_their_own_writes() {
+        let mut west = empty("west");
+        // East reports it applied west's writes up to 5, at its own counter 9; west has not
+        // applied east's writes up to 9 yet: east's report is pending, nothing is stable.
+        west.merge(&r("east"), Some(&v(&[("east", 9), ("west", 5)])), &[], 7, 1);
+        // The batch carried east's vector at its end: west applied east through 9.
+        assert_eq!(west.own(7), v(&[("east", 9), ("west", 7)]));
+        assert_eq!(west.stable_of(&r("west")), 5);
+        assert_eq!(west.stable_of(&r("east")), 9);
+        // A third member heard of through a relay, with nothing confirmed, holds everything.
+        let mut three = empty("west");
+        three.merge(
+            &r("east"),
+            Some(&v(&[("east", 9), ("west", 5)])),
+            &[MemberReport {
+                region: r("north"),
+                applied: v(&[("north", 4), ("west", 6), ("east", 9)]),
+                retired: false,
+            }],
+            7,
+            1,
+        );
+        assert_eq!(
+            three.stable_of(&r("west")),
+            0,
+            "north's report waits for north's writes"
+        );
+        // Once west applied north's writes up to 4, north's report is confirmed.
+        three.merge(&r("north"), Some(&v(&[("north", 4)])), &[], 7, 2);
+        assert_eq!(three.stable_of(&r("west")), 5);
+        assert_eq!(
+            three.stable_of(&r("north")),
+            0,
+            "east never said it has north's writes"
+        );
+    }
+
+    #[test]
+    fn the_stable_point_never_goes_back_when_a_member_appears() {
+        let mut west = empty("west");
+        west.merge(&r("east"), Some(&v(&[("east", 3), ("west", 2)])), &[], 2, 1);
+        assert_eq!(west.stable_of(&r("west")), 2);
+        west.know(&r("south"));
+        west.recompute(2);
+        assert_eq!(west.stable_of(&r("west")), 2);
+    }
+
+    #[test]
+    fn a_member_that_keeps_writing_is_confirmed_as_this_region_catches_up() {
+        let mut west = empty("west");
+        west.know(&r("east"));
+        // Relayed reports that always run ahead of what west applied of east.
+        for i in 1..=5u64 {
+            let rep = MemberReport {
+                region: r("east"),
+                applied: v(&[("east", 10 * i), ("west", i)]),
+                retired: false,
+            };
+            west.merge(&r("relay"), Some(&v(&[("east", 10 * i - 5)])), &[rep], 9, i);
+        }
+        // The first pending report (east at 10) was confirmed once west reached east's 15.
+        let east = &west.members[&r("east")];
+        assert!(east.confirmed.get(&r("west")).copied().unwrap_or(0) >= 1);
+    }
+}
