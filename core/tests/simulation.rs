@@ -97,9 +97,16 @@ fn sweep_with(what: &str, n: u64, make: impl Fn(u64) -> SimConfig + Sync) {
     }
     let reports = run_seeds(n, make).unwrap_or_else(|f| panic!("{f}"));
     let conflicts: usize = reports.iter().map(|r| r.items_in_conflict).sum();
-    println!("{n} seeds of {what} converged; {conflicts} items ended in conflict");
-    // The workload must actually produce conflicts, or the sweep proves little.
+    let tombstones: usize = reports.iter().map(|r| r.collected_tombstones).sum();
+    let log: usize = reports.iter().map(|r| r.collected_log_entries).sum();
+    println!(
+        "{n} seeds of {what} converged; {conflicts} items ended in conflict; collection purged \
+         {tombstones} tombstones and {log} log entries"
+    );
+    // The workload must actually produce conflicts and collect, or the sweep proves little.
     assert!(n < 50 || conflicts > 0, "no seed produced a conflict");
+    assert!(n < 50 || tombstones > 0, "no seed purged a tombstone");
+    assert!(n < 50 || log > 0, "no seed collected a log entry");
 }
 
 #[test]

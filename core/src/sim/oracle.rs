@@ -1,7 +1,6 @@
 //! What must hold after a full exchange: every region shows the same thing, and nothing is lost.
 
 use super::world::{CONTAINERS, DATABASES, World};
-use crate::Cursor;
 use crate::feed::ConflictStatus;
 use crate::model::{ConflictPolicy, ContainerDef, CreationId, ItemKey, SYSTEM_CREATION};
 use crate::replicate::Version;
@@ -17,6 +16,7 @@ fn e(x: impl std::fmt::Display) -> String {
 
 /// Checks strong eventual consistency and that no version was lost.
 pub(crate) fn check(world: &mut World) -> Fallible<()> {
+    world.record_logs().map_err(e)?;
     let n = world.regions.len();
     let name = |i: usize| world.regions[i].name.clone();
 
@@ -114,21 +114,28 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
         }
     }
 
-    // Every version any region logged.
-    let mut all: Vec<Version> = Vec::new();
-    let mut seen = HashSet::new();
+    // Every version any region logged, including those collection removed since.
+    let all: Vec<Version> = world.ledger.clone();
+    // Regions shrink contexts to their own stable points: contexts compare above the highest.
+    let mut highest = crate::Applied::new();
     for i in 0..n {
-        for v in world
-            .store(i)
-            .read_log(Cursor::START, usize::MAX)
-            .map_err(e)?
-            .versions
-        {
-            if seen.insert((v.creation, v.dot.clone())) {
-                all.push(v);
-            }
+        for (r, c) in world.store(i).stable_point().map_err(e)? {
+            let h = highest.entry(r).or_insert(0);
+            *h = (*h).max(c);
         }
     }
+    let above = |ctx: &crate::causal::Context<crate::causal::Writer>| {
+        crate::causal::Context::from_entries(
+            ctx.entries()
+                .iter()
+                .filter(|((r, inc), c)| {
+                    *inc != crate::Incarnation::FLOOR && *c > highest.get(r).copied().unwrap_or(0)
+                })
+                .cloned()
+                .collect(),
+        )
+    };
+    let stable0 = world.store(0).stable_point().map_err(e)?;
     let dropped: HashSet<CreationId> = all
         .iter()
         .filter(|v| v.creation == SYSTEM_CREATION && v.deleted)
@@ -201,9 +208,19 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
         for i in 1..n {
             let si = world.store(i).item_state(*cid, key).map_err(e)?;
             let causal = |s: &Option<crate::ItemState>| {
-                s.as_ref().map(|s| (s.siblings.clone(), s.context.clone()))
+                s.as_ref().map(|s| (s.siblings.clone(), above(&s.context)))
             };
-            if causal(&si) != causal(&s0) {
+            // A region that purged the item's tombstones has no record; one that has not yet
+            // holds only tombstones.
+            let purged = |a: &Option<crate::ItemState>, b: &Option<crate::ItemState>| {
+                a.is_none()
+                    && b.as_ref().is_some_and(|s| {
+                        s.siblings
+                            .iter()
+                            .all(|d| versions.iter().any(|v| v.dot == *d && v.deleted))
+                    })
+            };
+            if causal(&si) != causal(&s0) && !purged(&si, &s0) && !purged(&s0, &si) {
                 return Err(format!(
                     "item {key:?} of {cid:?}: siblings or context differ:\n {}: {s0:?}\n {}: {si:?}",
                     name(0),
@@ -211,10 +228,25 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
                 ));
             }
         }
+        // Every version no other version covers: what the item's siblings must be.
+        let maximal: Vec<&&Version> = versions
+            .iter()
+            .filter(|v| {
+                !versions
+                    .iter()
+                    .any(|u| u.dot != v.dot && u.context.covers_dot(&v.dot))
+            })
+            .collect();
         let Some(state) = s0 else {
+            // Collected: only a tombstone every member had may go, and with it the item.
+            if maximal.iter().all(|v| v.deleted) {
+                continue;
+            }
             return Err(format!(
-                "item {key:?} of {cid:?} was written but {} never stored it",
-                name(0)
+                "item {key:?} of {cid:?} was written but {} does not have it: its latest \
+                 versions {:?} are not all deletes",
+                name(0),
+                maximal.iter().map(|v| v.dot.to_string()).collect::<Vec<_>>()
             ));
         };
         for v in versions {
@@ -224,7 +256,8 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
                     .as_deref()
                     .and_then(|b| crate::store::parse_def_body(b).ok())
                     .is_some_and(|d| dropped.contains(&d.creation_id));
-            if !state.context.covers(&v.dot.writer(), v.dot.counter) {
+            let stable = v.dot.counter <= stable0.get(&v.dot.region).copied().unwrap_or(0);
+            if !state.context.covers_dot(&v.dot) && !stable {
                 return Err(format!(
                     "version {} of {key:?} never reached {}",
                     v.dot,
@@ -234,7 +267,7 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
             let sibling = state.siblings.contains(&v.dot);
             let covered = versions
                 .iter()
-                .any(|u| u.dot != v.dot && u.context.covers(&v.dot.writer(), v.dot.counter));
+                .any(|u| u.dot != v.dot && u.context.covers_dot(&v.dot));
             if !sibling && !covered && !discarded {
                 return Err(format!(
                     "version {} of {key:?} was lost: neither a sibling nor covered by a later write",

@@ -127,6 +127,10 @@ pub struct SimReport {
     pub open_conflicts: usize,
     /// The reasons of those records (`deferred: …` and `trap: …` with their messages).
     pub reasons: std::collections::BTreeSet<String>,
+    /// Tombstones purged by collection, over all regions.
+    pub collected_tombstones: usize,
+    /// Log entries removed by collection, over all regions.
+    pub collected_log_entries: usize,
 }
 
 /// A run whose regions disagreed, lost a version, or failed unexpectedly.
@@ -182,6 +186,10 @@ pub(crate) struct World {
     pub regions: Vec<Region>,
     cut: HashSet<(usize, usize)>,
     in_flight: Vec<(usize, Vec<Version>)>,
+    /// Every version any region has logged, kept before collection removes any (the oracle
+    /// checks against all of them).
+    pub(crate) ledger: Vec<Version>,
+    ledger_seen: HashSet<(crate::model::CreationId, crate::causal::Dot)>,
     time: u64,
     pub report: SimReport,
     pub trace: Vec<String>,
@@ -208,6 +216,9 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     let result = world
         .run_schedule()
         .and_then(|()| world.exchange_all())
+        .and_then(|()| oracle::check(&mut world))
+        .and_then(|()| world.collect_all())
+        .and_then(|()| world.exchange_all())
         .and_then(|()| oracle::check(&mut world));
     match result {
         Ok(()) => Ok(world.report.clone()),
@@ -233,6 +244,8 @@ impl World {
             regions: Vec::new(),
             cut: HashSet::new(),
             in_flight: Vec::new(),
+            ledger: Vec::new(),
+            ledger_seen: HashSet::new(),
             time,
             report: SimReport {
                 regions: n,
@@ -259,6 +272,13 @@ impl World {
                 skew,
             });
             world.open(i)?;
+        }
+        // Each region is configured with every other as a peer: a member from the start.
+        for i in 0..n {
+            for j in (0..n).filter(|&j| j != i) {
+                let name = world.regions[j].name.clone();
+                world.store(i).add_member(&name)?;
+            }
         }
         // Every region creates the containers independently, as a deployment script would.
         for i in 0..n {
@@ -390,7 +410,8 @@ impl World {
             self.time += self.rng.below(4);
             let roll = self.rng.below(1000);
             let r = match roll {
-                0..=479 => self.step_write(step),
+                0..=459 => self.step_write(step),
+                460..=479 => self.step_collect(),
                 480..=719 => self.step_pull(),
                 720..=819 => self.step_gossip(),
                 820..=879 => {
@@ -496,7 +517,7 @@ impl World {
         }
         let cursor = self.store(dst).cursor(&self.regions[src].name)?;
         let max = self.rng.range(1, 8) as usize;
-        let batch = self.store(src).read_log(cursor, max)?;
+        let batch = self.read_log(src, dst, cursor, max)?;
         // The wire form is what travels; decoding is part of the path.
         let batch = Batch::decode(&batch.encode())?;
         let fate = self.rng.below(10);
@@ -531,8 +552,7 @@ impl World {
             return Ok(());
         }
         let mut versions = self
-            .store(src)
-            .read_log(crate::Cursor::START, usize::MAX)?
+            .read_log(src, src, crate::Cursor::START, usize::MAX)?
             .versions;
         self.rng.shuffle(&mut versions);
         let keep = self.rng.range(0, versions.len() as u64) as usize;
@@ -549,6 +569,48 @@ impl World {
             versions = rest;
         }
         self.report.deliveries += 1;
+        Ok(())
+    }
+
+    /// `src`'s log after `cursor`, read for `dst` as a server pulls (saying who it is and what
+    /// it has applied).
+    fn read_log(
+        &self,
+        src: usize,
+        dst: usize,
+        cursor: crate::Cursor,
+        max: usize,
+    ) -> Result<Batch, Error> {
+        let reader = self.store(dst);
+        self.store(src)
+            .read_log_for(Some((reader.region(), &reader.applied())), cursor, max)
+    }
+
+    /// Adds every version the regions' logs hold to the ledger (before collection removes any).
+    pub(crate) fn record_logs(&mut self) -> Result<(), Error> {
+        for i in 0..self.regions.len() {
+            for v in self.read_log(i, i, crate::Cursor::START, usize::MAX)?.versions {
+                if self.ledger_seen.insert((v.creation, v.dot.clone())) {
+                    self.ledger.push(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Collection in a random region, with no grace or a short one (sim time, ms).
+    fn step_collect(&mut self) -> Result<(), Error> {
+        let i = self.rng.below(self.regions.len() as u64) as usize;
+        let grace = std::time::Duration::from_millis(*self.rng.pick(&[0, 0, 5, 50]));
+        self.record_logs()?;
+        self.at(i);
+        let r = self.store(i).collect(grace)?;
+        self.report.collected_tombstones += r.tombstones;
+        self.report.collected_log_entries += r.log_entries;
+        self.log(format!(
+            "t={} {} collects (grace {grace:?}): {r:?}",
+            self.time, self.regions[i].name
+        ));
         Ok(())
     }
 
@@ -685,6 +747,22 @@ impl World {
         self.upload(i, db, container, 0)
     }
 
+    /// Every region collects, after the final exchange: then the regions must still agree.
+    fn collect_all(&mut self) -> Result<(), String> {
+        self.record_logs().map_err(|e| e.to_string())?;
+        for i in 0..self.regions.len() {
+            self.at(i);
+            let r = self
+                .store(i)
+                .collect(std::time::Duration::ZERO)
+                .map_err(|e| e.to_string())?;
+            self.report.collected_tombstones += r.tombstones;
+            self.report.collected_log_entries += r.log_entries;
+            self.log(format!("{} collects at the end: {r:?}", self.regions[i].name));
+        }
+        Ok(())
+    }
+
     /// Heals every link and pulls between all pairs until nothing new arrives.
     fn exchange_all(&mut self) -> Result<(), String> {
         self.cut.clear();
@@ -701,8 +779,7 @@ impl World {
                             .cursor(&self.regions[src].name)
                             .map_err(|e| e.to_string())?;
                         let batch = self
-                            .store(src)
-                            .read_log(cursor, 64)
+                            .read_log(src, dst, cursor, 64)
                             .map_err(|e| e.to_string())?;
                         self.at(dst);
                         applied += self

@@ -499,6 +499,19 @@ impl Store {
         Ok(self.stability_view()?.stable().clone())
     }
 
+    /// Makes `region` a member (a configured peer): collection waits for it from now on,
+    /// before this region has heard anything from it.
+    pub fn add_member(&self, region: &str) -> Result<()> {
+        let region = RegionId::new(region)?;
+        if self.stability_view()?.is_member(&region) {
+            return Ok(());
+        }
+        self.write_tx(self.commit_sync(), |tx| {
+            tx.stability_mut().know(&region);
+            Ok(())
+        })
+    }
+
     /// Every member this region knows of, itself first, with what it knows of each.
     pub fn members(&self) -> Result<Vec<MemberStatus>> {
         let counter = self.applied().get(&self.region).copied().unwrap_or(0);
