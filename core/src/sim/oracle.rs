@@ -274,6 +274,14 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
                     v.dot
                 ));
             }
+            // A sibling some other version covers is a version that came back (a zombie).
+            if sibling && covered && *cid != SYSTEM_CREATION {
+                return Err(format!(
+                    "version {} of {key:?} shows as a sibling, but a later version covers it: \
+                     it came back",
+                    v.dot
+                ));
+            }
         }
         if let Some(def) = active.get(cid) {
             in_conflict += usize::from(state.siblings.len() > 1);

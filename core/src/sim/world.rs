@@ -189,6 +189,9 @@ pub(crate) struct World {
     /// Every version any region has logged, kept before collection removes any (the oracle
     /// checks against all of them).
     pub(crate) ledger: Vec<Version>,
+    /// Whether regions only exchange with their neighbours in a chain r0 - r1 - … (so what
+    /// they learn of the others, versions and stability alike, is relayed).
+    chain: bool,
     ledger_seen: HashSet<(crate::model::CreationId, crate::causal::Dot)>,
     time: u64,
     pub report: SimReport,
@@ -238,6 +241,7 @@ impl World {
         let mut rng = Rng::with_tape(cfg.seed, &cfg.tape);
         INCARNATIONS.with(|c| c.set(cfg.seed.wrapping_mul(1_000_003)));
         let n = rng.range(3, 7) as usize;
+        let chain = rng.chance(33);
         let time = 1_764_230_400_000;
         let mut world = World {
             rng,
@@ -245,6 +249,7 @@ impl World {
             cut: HashSet::new(),
             in_flight: Vec::new(),
             ledger: Vec::new(),
+            chain,
             ledger_seen: HashSet::new(),
             time,
             report: SimReport {
@@ -275,7 +280,7 @@ impl World {
         }
         // Each region is configured with every other as a peer: a member from the start.
         for i in 0..n {
-            for j in (0..n).filter(|&j| j != i) {
+            for j in (0..n).filter(|&j| j != i && (!chain || i.abs_diff(j) == 1)) {
                 let name = world.regions[j].name.clone();
                 world.store(i).add_member(&name)?;
             }
@@ -380,6 +385,8 @@ impl World {
     }
 
     fn open(&mut self, i: usize) -> Result<(), Error> {
+        // A store reads the clock when it opens.
+        self.at(i);
         let opts = self.options(i);
         let r = &mut self.regions[i];
         r.store = Some(match &r.dir {
@@ -499,7 +506,7 @@ impl World {
     }
 
     fn linked(&self, a: usize, b: usize) -> bool {
-        !self.cut.contains(&(a.min(b), a.max(b)))
+        !self.cut.contains(&(a.min(b), a.max(b))) && (!self.chain || a.abs_diff(b) == 1)
     }
 
     fn two(&mut self) -> (usize, usize) {
@@ -771,7 +778,7 @@ impl World {
         for round in 0..20 {
             let mut applied = 0;
             for dst in 0..n {
-                for src in (0..n).filter(|&s| s != dst) {
+                for src in (0..n).filter(|&s| s != dst && self.linked(s, dst)) {
                     self.store(src).flush().map_err(|e| e.to_string())?;
                     loop {
                         let cursor = self

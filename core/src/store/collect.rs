@@ -5,7 +5,7 @@
 
 use super::Store;
 use super::backend::{Sync, Table};
-use super::codec::{ItemRecord, Shown, cid_lsn_key, decode, encode, item_key};
+use super::codec::{ActorId, ItemRecord, Shown, cid_lsn_key, decode, encode, item_key};
 use super::tx::Tx;
 use crate::Result;
 use crate::model::{CreationId, ItemKey, SYSTEM_CREATION};
@@ -33,7 +33,7 @@ pub struct CollectReport {
 struct LogHead {
     creation: CreationId,
     key: ItemKey,
-    actor: super::codec::ActorId,
+    actor: ActorId,
     counter: u64,
 }
 
@@ -101,7 +101,6 @@ fn collect_items(
     let mut next = last.clone();
     next.push(0);
     let now = tx.now_ms();
-    let mut removed = false;
     for (ik, raw) in chunk {
         let mut rec: ItemRecord = decode("item", &raw)?;
         if purgeable(tx, &ik, &rec, now, grace_ms)? {
@@ -117,8 +116,14 @@ fn collect_items(
             for s in &rec.siblings {
                 tx.kv.remove(Table::Log, &s.lsn.to_be_bytes())?;
             }
+            let dots: Vec<(ActorId, u64)> = rec
+                .siblings
+                .iter()
+                .map(|s| (s.actor, s.counter))
+                .chain(rec.context.entries().iter().copied())
+                .collect();
+            tx.mark_collected(&dots);
             report.tombstones += 1;
-            removed = true;
             continue;
         }
         let before = rec.context.entries().len();
@@ -129,9 +134,6 @@ fn collect_items(
             report.context_entries += gone;
             tx.kv.put_owned(Table::Items, &ik, encode(&rec)?)?;
         }
-    }
-    if removed {
-        tx.stability_mut().mark_collected();
     }
     Ok(Some(next))
 }
@@ -178,7 +180,6 @@ fn collect_log(tx: &mut Tx<'_>, after: u64, report: &mut CollectReport) -> Resul
             .try_into()
             .map_err(|_| crate::Error::Storage("malformed log key".into()))?,
     );
-    let mut removed = false;
     for (k, v) in chunk {
         let head: LogHead = decode("log", &v)?;
         if !tx.is_stable(head.actor, head.counter) {
@@ -201,12 +202,9 @@ fn collect_log(tx: &mut Tx<'_>, after: u64, report: &mut CollectReport) -> Resul
         };
         if !shows {
             tx.kv.remove(Table::Log, &k)?;
+            tx.mark_collected(&[(head.actor, head.counter)]);
             report.log_entries += 1;
-            removed = true;
         }
-    }
-    if removed {
-        tx.stability_mut().mark_collected();
     }
     Ok(Some(next))
 }

@@ -186,9 +186,11 @@ impl Store {
             let ok = puller.is_some_and(|(_, applied)| view.has_collected_for(applied));
             if !ok {
                 let who = puller.map_or_else(|| "a reader".to_owned(), |(r, _)| format!("{r}"));
+                let has = puller.map_or_else(String::new, |(_, a)| applied_text(a));
                 return Err(Error::SnapshotNeeded(format!(
-                    "region {} has collected versions {who} has not applied (up to {}); \
-                     start {who} on an empty data directory with `converge serve --join <url of {}>`",
+                    "region {} has collected versions {who} has not applied (collected up to \
+                     {}; {who} has applied {has}); start {who} on an empty data directory with \
+                     `converge serve --join <url of {}>`",
                     self.region,
                     applied_text(view.collected()),
                     self.region

@@ -89,8 +89,8 @@ pub(crate) struct Stability {
     /// This region's applied vector, without its own entry (which is its counter).
     own: Applied,
     stable: Applied,
-    /// The stable point as of the latest collection: every version collection removed is at or
-    /// below it, so a peer that has applied this much misses nothing it removed.
+    /// Per region, the highest counter of a version collection removed (or of an entry of a
+    /// purged item's context): a peer that has applied this much misses nothing removed.
     collected: Applied,
     /// Members whose records changed since the last [`Stability::persist`].
     dirty: BTreeSet<RegionId>,
@@ -172,10 +172,12 @@ impl Stability {
         &self.collected
     }
 
-    /// Records that collection removed versions at or below the current stable point.
-    pub(crate) fn mark_collected(&mut self) {
-        let stable = self.stable.clone();
-        if raise(&mut self.collected, &stable) {
+    /// Records that collection removed the version `(region, counter)`, or an item whose
+    /// context held it.
+    pub(crate) fn mark_collected(&mut self, region: &RegionId, counter: u64) {
+        let e = self.collected.entry(region.clone()).or_insert(0);
+        if counter > *e {
+            *e = counter;
             self.collected_dirty = true;
         }
     }

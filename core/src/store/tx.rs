@@ -240,6 +240,19 @@ impl<'a> Tx<'a> {
         counter <= self.stability().stable_of(self.region_of(actor))
     }
 
+    /// Records that collection removed these dots (floor entries are not versions: skipped).
+    pub(super) fn mark_collected(&mut self, dots: &[(ActorId, u64)]) {
+        let dots: Vec<(RegionId, u64)> = dots
+            .iter()
+            .filter(|(a, _)| self.writer_of(*a).1 != Incarnation::FLOOR)
+            .map(|(a, c)| (self.region_of(*a).clone(), *c))
+            .collect();
+        let stab = self.stability_mut();
+        for (r, c) in &dots {
+            stab.mark_collected(r, *c);
+        }
+    }
+
     /// [`shrink`](Self::shrink) for collection.
     pub(super) fn shrink_context(&self, ctx: &mut Context<ActorId>) {
         self.shrink(ctx);
