@@ -200,3 +200,103 @@ fn a_new_region_cannot_pull_a_collected_log_from_its_start() {
     // East has applied everything west collected: it may read west's log from the start.
     pull(&s[1], &s[0]);
 }
+
+#[test]
+fn a_tombstone_waits_until_the_versions_it_covers_are_stable_too() {
+    // X receives Y's write out of band (gossip: no stability claim comes with it) and deletes
+    // it; M learns both from X only. Every member then has the tombstone, but M has no claim
+    // on Y's versions: if X purged the item now, a late copy of Y's write would find no
+    // record and no stable point covering it, and come back.
+    set_time(0);
+    let s = setup(&["x", "y", "m"], ConflictPolicy::default());
+    let (x, y, m) = (&s[0], &s[1], &s[2]);
+    y.upsert_item("db", "c", json!({"id": "j", "pk": "p"}))
+        .expect("y writes");
+    let v0 = versions_of(y, "j");
+    x.apply_versions(&v0).expect("gossip");
+    x.delete_item("db", "c", &pk(), "j", None)
+        .expect("x deletes");
+    // M learns the write and the delete from X, whose claim on Y's versions predates the
+    // write; Y learns the delete; X hears from both that they have the delete.
+    pull(m, x);
+    pull(y, x);
+    pull(x, y);
+    pull(x, m);
+    set_time(10);
+    assert_eq!(
+        x.collect(NO_GRACE).expect("collect").tombstones,
+        0,
+        "the write the tombstone covers is not stable yet"
+    );
+    x.apply_versions(&v0).expect("late copy");
+    assert!(!exists(x, "j"), "a deleted item came back");
+    // Once M has Y's versions too, the tombstone goes, and a late copy is still a duplicate.
+    exchange(&s.iter().collect::<Vec<_>>());
+    exchange(&s.iter().collect::<Vec<_>>());
+    set_time(20);
+    for st in &s {
+        assert_eq!(
+            st.collect(NO_GRACE).expect("collect").tombstones,
+            1,
+            "{}",
+            st.region()
+        );
+        st.apply_versions(&v0).expect("late copy");
+        assert!(
+            !exists(st, "j"),
+            "{}: a deleted item came back",
+            st.region()
+        );
+    }
+}
+
+#[test]
+fn a_members_report_counts_only_once_its_own_writes_have_arrived() {
+    // M writes j concurrently with X's delete of it, then applies the delete. X hears, relayed
+    // by Y, that M has the delete before M's concurrent write reaches X. Purging j at X then
+    // would let M's write show alone at X while the others hold both siblings.
+    set_time(0);
+    let s = setup(&["x", "y", "m"], ConflictPolicy::default());
+    let (x, y, m) = (&s[0], &s[1], &s[2]);
+    x.upsert_item("db", "c", json!({"id": "j", "pk": "p"}))
+        .expect("x writes");
+    exchange(&s.iter().collect::<Vec<_>>());
+    set_time(1);
+    m.upsert_item("db", "c", json!({"id": "j", "pk": "p", "by": "m"}))
+        .expect("m writes concurrently");
+    set_time(2);
+    x.delete_item("db", "c", &pk(), "j", None)
+        .expect("x deletes");
+    pull(m, x);
+    pull(y, x);
+    pull(x, y);
+    // Y writes, then takes M's write and M's report; X reads one entry of Y's log: the report
+    // of M comes with it, M's write does not.
+    y.upsert_item("db", "c", json!({"id": "k", "pk": "p"}))
+        .expect("y writes");
+    pull(y, m);
+    let partial = y
+        .read_log_for(
+            Some((x.region(), &x.applied())),
+            x.cursor("y").expect("cursor"),
+            1,
+        )
+        .expect("read");
+    assert!(partial.more);
+    x.apply_batch(&partial).expect("apply");
+    set_time(10);
+    assert_eq!(
+        x.collect(NO_GRACE).expect("collect").tombstones,
+        0,
+        "M's report waits for M's own writes"
+    );
+    exchange(&s.iter().collect::<Vec<_>>());
+    for st in &s {
+        assert_eq!(
+            exists(st, "j"),
+            exists(y, "j"),
+            "{} differs from y",
+            st.region()
+        );
+    }
+}

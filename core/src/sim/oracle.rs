@@ -246,7 +246,10 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
                 "item {key:?} of {cid:?} was written but {} does not have it: its latest \
                  versions {:?} are not all deletes",
                 name(0),
-                maximal.iter().map(|v| v.dot.to_string()).collect::<Vec<_>>()
+                maximal
+                    .iter()
+                    .map(|v| v.dot.to_string())
+                    .collect::<Vec<_>>()
             ));
         };
         for v in versions {

@@ -596,7 +596,10 @@ impl World {
     /// Adds every version the regions' logs hold to the ledger (before collection removes any).
     pub(crate) fn record_logs(&mut self) -> Result<(), Error> {
         for i in 0..self.regions.len() {
-            for v in self.read_log(i, i, crate::Cursor::START, usize::MAX)?.versions {
+            for v in self
+                .read_log(i, i, crate::Cursor::START, usize::MAX)?
+                .versions
+            {
                 if self.ledger_seen.insert((v.creation, v.dot.clone())) {
                     self.ledger.push(v);
                 }
@@ -765,7 +768,10 @@ impl World {
                 .map_err(|e| e.to_string())?;
             self.report.collected_tombstones += r.tombstones;
             self.report.collected_log_entries += r.log_entries;
-            self.log(format!("{} collects at the end: {r:?}", self.regions[i].name));
+            self.log(format!(
+                "{} collects at the end: {r:?}",
+                self.regions[i].name
+            ));
         }
         Ok(())
     }

@@ -287,8 +287,20 @@ impl Store {
     pub fn apply_batch(&self, batch: &Batch) -> Result<ApplyReport> {
         // An empty batch that leaves the cursor where it is (a peer's long poll that timed
         // out) commits nothing: an idle region would otherwise fsync once a second per peer.
+        // Unless what it says of the members is news.
         if batch.versions.is_empty() && self.cursor(batch.source.as_str())? == batch.next {
-            return Ok(ApplyReport::default());
+            let mut probe = (*self.stability_view()?).clone();
+            let counter = self.applied().get(&self.region).copied().unwrap_or(0);
+            probe.merge(
+                &batch.source,
+                batch.applied.as_ref(),
+                &batch.members,
+                counter,
+                0,
+            );
+            if !probe.is_dirty() {
+                return Ok(ApplyReport::default());
+            }
         }
         self.write_tx(self.commit_sync(), |tx| {
             let report = apply_all(tx, &batch.versions)?;
