@@ -109,6 +109,7 @@ pub fn serve_keyed(
         tls: None,
         peer_ca: None,
         idle_timeout: converge_server::conn::IDLE_TIMEOUT,
+        tombstone_grace: converge_server::DEFAULT_TOMBSTONE_GRACE,
     };
     std::thread::spawn(move || {
         let r = converge_server::run(config, |addr| {

@@ -46,6 +46,32 @@ pub struct ServeArgs {
     /// connection, a request cut off mid-way); at least 2.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     idle_timeout: u64,
+    /// How long a deleted item's tombstone is kept once every member has it, before
+    /// collection purges it: `1h`, `15m`, `30s`, `0s` (tests).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    tombstone_grace: std::time::Duration,
+}
+
+/// `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: give a unit, such as 30s, 15m or 1h"))?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?}: a duration is a number and a unit, such as 1h"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: the unit is one of ms, s, m, h, d")),
+    };
+    n.checked_mul(ms)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// Runs until SIGTERM; `Ok(true)` after a clean stop.
@@ -78,6 +104,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
             .map(|(cert, key)| converge_server::tls::TlsFiles { cert, key }),
         peer_ca: args.peer_ca,
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+        tombstone_grace: args.tombstone_grace,
     };
     let scheme = if config.tls.is_some() {
         "https"

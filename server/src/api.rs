@@ -143,6 +143,7 @@ fn plain_router(state: AppState) -> Router {
         .route("/dbs/{db}/colls/{coll}/changes", get(changes))
         .route("/_replication/fingerprint", get(fingerprint))
         .route("/_replication/log", get(read_log))
+        .route("/_replication/members", get(members))
         .fallback(not_routed)
         .with_state(state)
 }
@@ -404,11 +405,17 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         state.store.region().as_str(),
         &state.store.stats(),
         state.store.interrupted_count(),
     );
+    if let Ok(members) = state.store.members() {
+        text.push_str(&crate::metrics::render_members(
+            state.store.region().as_str(),
+            &members,
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -712,10 +719,28 @@ async fn fingerprint(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// Every member this region knows of, with the stable point (see docs/http-api.md).
+async fn members(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (members, stable) =
+        blocking(&state, |s| Ok((s.members()?, s.stable_point()?))).await?;
+    let stable: std::collections::BTreeMap<&str, u64> =
+        stable.iter().map(|(r, c)| (r.as_str(), *c)).collect();
+    Ok(axum::Json(json!({
+        "region": state.store.region().as_str(),
+        "stable": stable,
+        "members": members,
+    }))
+    .into_response())
+}
+
 #[derive(Deserialize)]
 struct LogQuery {
     cursor: Option<String>,
     max: Option<usize>,
+    /// The pulling region's name, with `applied`: what it has applied.
+    region: Option<String>,
+    /// The pulling region's applied vector, `region:counter` joined by commas.
+    applied: Option<String>,
     /// When nothing is new, wait up to this many ms for something (long poll).
     wait: Option<u64>,
 }
@@ -731,13 +756,28 @@ async fn read_log(
         None => Cursor::START,
     };
     let max = q.max.unwrap_or(MAX_BATCH).clamp(1, MAX_BATCH);
+    let puller = match (&q.region, &q.applied) {
+        (Some(r), applied) => Some((
+            converge_core::RegionId::new(r)?,
+            crate::replication::parse_applied(applied.as_deref().unwrap_or(""))?,
+        )),
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "applied= needs region= (the pulling region's name)",
+            ));
+        }
+        (None, None) => None,
+    };
+    let read = move |s: &converge_core::Store| {
+        Ok(s.read_log_for(puller.as_ref().map(|(r, a)| (r, a)), cursor, max)?)
+    };
     // Subscribe before reading, so a write between the read and the wait is not missed.
     let mut changed = state.changed.subscribe();
-    let mut batch: Batch = blocking(&state, move |s| Ok(s.read_log(cursor, max)?)).await?;
+    let mut batch: Batch = blocking(&state, read.clone()).await?;
     let wait = std::time::Duration::from_millis(q.wait.unwrap_or(0)).min(state.max_log_wait);
     if batch.versions.is_empty() && !batch.more && !wait.is_zero() {
         let _ = tokio::time::timeout(wait, changed.changed()).await;
-        batch = blocking(&state, move |s| Ok(s.read_log(cursor, max)?)).await?;
+        batch = blocking(&state, read).await?;
     }
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],

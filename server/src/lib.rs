@@ -59,7 +59,13 @@ pub struct ServeConfig {
     /// How long a connection may make no progress before it is closed (at least
     /// [`conn::MIN_IDLE_TIMEOUT`]; [`conn::IDLE_TIMEOUT`] by default).
     pub idle_timeout: std::time::Duration,
+    /// How long a tombstone stays after every member has it, before collection purges it
+    /// ([`DEFAULT_TOMBSTONE_GRACE`] by default).
+    pub tombstone_grace: std::time::Duration,
 }
+
+/// How long a stable tombstone is kept by default: one hour.
+pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(3600);
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -134,8 +140,22 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
         .map(|p| (p.name.clone(), endpoint(&p.url)))
         .collect();
 
+    // Configured peers are members from the start: collection waits for them even before
+    // they are first heard from.
+    for peer in &config.peers {
+        store.add_member(&peer.name)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
+    {
+        let (s, st, m) = (store.clone(), stop.clone(), metrics.clone());
+        let grace = config.tombstone_grace;
+        threads.push(
+            std::thread::Builder::new()
+                .name("collect".into())
+                .spawn(move || collect_loop(&s, &m, grace, &st))?,
+        );
+    }
     for peer in config.peers {
         let (st, state, tls) = (stop.clone(), state.clone(), peer_tls.clone());
         threads.push(
@@ -202,6 +222,67 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     }
     store.flush()?;
     served.map_err(ServeError::Io)
+}
+
+/// How often collection runs: a quarter of the grace, between 1 s and 60 s.
+fn collect_every(grace: Duration) -> Duration {
+    (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// A member that holds collection back for this long is named in a warning (and again every
+/// [`WARN_AGAIN`] while it does).
+const WARN_AFTER: Duration = Duration::from_secs(60);
+const WARN_AGAIN: Duration = Duration::from_secs(600);
+
+/// Runs collection until `stop`; warns about members that hold it back for long.
+fn collect_loop(store: &Store, metrics: &Metrics, grace: Duration, stop: &AtomicBool) {
+    let every = collect_every(grace);
+    let mut warned: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    let mut next = std::time::Instant::now() + every;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if std::time::Instant::now() < next {
+            continue;
+        }
+        next = std::time::Instant::now() + every;
+        match store.collect(grace) {
+            Ok(r) => {
+                metrics
+                    .collected_tombstones
+                    .fetch_add(r.tombstones as u64, Ordering::Relaxed);
+                metrics
+                    .collected_log_entries
+                    .fetch_add(r.log_entries as u64, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("[{}] collection: {e}", store.region()),
+        }
+        let Ok(members) = store.members() else {
+            continue;
+        };
+        for m in members.iter().filter(|m| m.holds_back) {
+            let quiet = m
+                .heard_ms_ago
+                .is_none_or(|ms| ms >= WARN_AFTER.as_millis() as u64);
+            let due = warned
+                .get(&m.region)
+                .is_none_or(|at| at.elapsed() >= WARN_AGAIN);
+            if quiet && due {
+                let heard = m.heard_ms_ago.map_or_else(
+                    || "never heard from".to_owned(),
+                    |ms| format!("last heard {} s ago", ms / 1000),
+                );
+                eprintln!(
+                    "[{}] warning: member {} ({heard}) has not confirmed {} versions: \
+                     collection waits for it (retire it with `converge retire-region` if it is \
+                     gone for good)",
+                    store.region(),
+                    m.region,
+                    m.behind
+                );
+                warned.insert(m.region.clone(), std::time::Instant::now());
+            }
+        }
+    }
 }
 
 /// A URL as an account document's endpoint: with a trailing `/`.

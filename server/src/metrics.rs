@@ -66,6 +66,42 @@ pub struct PeerStats {
     pub up: bool,
 }
 
+/// The gauges of each member's stability (`converge_member_*`), appended to [`Metrics::render`]'s
+/// text: how far each member is behind this region, whether it holds collection back, and how
+/// long ago its applied vector last grew here.
+pub fn render_members(region: &str, members: &[converge_core::MemberStatus]) -> String {
+    let mut out = String::new();
+    let others: Vec<&converge_core::MemberStatus> =
+        members.iter().filter(|m| !m.this_region).collect();
+    let mut family = |name: &str, help: &str, value: &dyn Fn(&converge_core::MemberStatus) -> String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for m in &others {
+            let _ = writeln!(
+                out,
+                "{name}{{region=\"{region}\",member=\"{}\"}} {}",
+                m.region,
+                value(m)
+            );
+        }
+    };
+    family(
+        "converge_member_behind",
+        "Versions of this region's applied vector a member has not confirmed applying (counter gaps).",
+        &|m| m.behind.to_string(),
+    );
+    family(
+        "converge_member_holds_back",
+        "Whether a member holds the stable point (and so collection) back.",
+        &|m| u8::from(m.holds_back).to_string(),
+    );
+    family(
+        "converge_member_heard_seconds",
+        "Seconds since a member's applied vector last grew here (-1: never).",
+        &|m| m.heard_ms_ago.map_or("-1".to_owned(), |ms| format!("{:.3}", ms as f64 / 1000.0)),
+    );
+    out
+}
+
 /// Every counter the server exports.
 #[derive(Default)]
 pub struct Metrics {
@@ -80,6 +116,10 @@ pub struct Metrics {
     /// Resolver latency histogram: counts per bucket, then the sum of seconds.
     latency: Mutex<([u64; BUCKETS.len() + 1], f64)>,
     peers: Mutex<BTreeMap<String, PeerStats>>,
+    /// Tombstones purged by collection.
+    pub collected_tombstones: AtomicU64,
+    /// Log entries removed by collection.
+    pub collected_log_entries: AtomicU64,
 }
 
 impl Metrics {
@@ -191,6 +231,16 @@ impl Metrics {
             "converge_commits_total",
             "Write transactions committed.",
             store.commits,
+        );
+        counter(
+            "converge_collected_tombstones_total",
+            "Tombstones purged by collection (stable everywhere, past the grace).",
+            self.collected_tombstones.load(Ordering::Relaxed),
+        );
+        counter(
+            "converge_collected_log_entries_total",
+            "Log entries removed by collection (versions every member has, shown by no item).",
+            self.collected_log_entries.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

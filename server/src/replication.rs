@@ -5,7 +5,7 @@
 
 use crate::api::AppState;
 use crate::metrics::Metrics;
-use converge_core::{Batch, EngineFingerprint};
+use converge_core::{Applied, Batch, EngineFingerprint, RegionId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -163,9 +163,13 @@ fn check_peer(
 fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, String> {
     let (store, metrics) = (&state.store, &state.metrics);
     let cursor = store.cursor(&peer.name).map_err(|e| e.to_string())?;
+    // Who this region is and what it has applied: a peer that collected its log serves only
+    // regions that have what it removed, and learns of this one as a member.
     let mut resp = get(&format!(
-        "/_replication/log?cursor={cursor}&max={PULL_MAX}&wait={}",
-        WAIT.as_millis()
+        "/_replication/log?cursor={cursor}&max={PULL_MAX}&wait={}&region={}&applied={}",
+        WAIT.as_millis(),
+        store.region(),
+        applied_text(&store.applied())
     ))
     .map_err(|e| e.to_string())?;
     if resp.status() != 200 {
@@ -196,6 +200,31 @@ fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, Strin
     let written: Vec<u64> = batch.versions.iter().map(|v| v.hlc.physical_ms).collect();
     metrics.replicated(&peer.name, report.applied, &written, now_ms, batch.more);
     Ok(batch.more)
+}
+
+/// An applied vector as a query parameter: `region:counter` joined by commas.
+pub fn applied_text(v: &Applied) -> String {
+    v.iter()
+        .map(|(r, c)| format!("{r}:{c}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses [`applied_text`]'s form (empty: the empty vector).
+pub fn parse_applied(text: &str) -> Result<Applied, converge_core::Error> {
+    let bad = |why: String| converge_core::Error::InvalidInput(format!("applied={text:?}: {why}"));
+    let mut out = Applied::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (r, c) = part
+            .split_once(':')
+            .ok_or_else(|| bad(format!("{part:?} is not region:counter")))?;
+        let region = RegionId::new(r)?;
+        let counter: u64 = c
+            .parse()
+            .map_err(|_| bad(format!("{c:?} is not a counter")))?;
+        out.insert(region, counter);
+    }
+    Ok(out)
 }
 
 fn sleep_unless(stop: &AtomicBool, d: Duration) {
