@@ -721,8 +721,7 @@ async fn fingerprint(State(state): State<AppState>) -> Response {
 
 /// Every member this region knows of, with the stable point (see docs/http-api.md).
 async fn members(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let (members, stable) =
-        blocking(&state, |s| Ok((s.members()?, s.stable_point()?))).await?;
+    let (members, stable) = blocking(&state, |s| Ok((s.members()?, s.stable_point()?))).await?;
     let stable: std::collections::BTreeMap<&str, u64> =
         stable.iter().map(|(r, c)| (r.as_str(), *c)).collect();
     Ok(axum::Json(json!({

@@ -73,17 +73,18 @@ pub fn render_members(region: &str, members: &[converge_core::MemberStatus]) -> 
     let mut out = String::new();
     let others: Vec<&converge_core::MemberStatus> =
         members.iter().filter(|m| !m.this_region).collect();
-    let mut family = |name: &str, help: &str, value: &dyn Fn(&converge_core::MemberStatus) -> String| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for m in &others {
-            let _ = writeln!(
-                out,
-                "{name}{{region=\"{region}\",member=\"{}\"}} {}",
-                m.region,
-                value(m)
-            );
-        }
-    };
+    let mut family =
+        |name: &str, help: &str, value: &dyn Fn(&converge_core::MemberStatus) -> String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for m in &others {
+                let _ = writeln!(
+                    out,
+                    "{name}{{region=\"{region}\",member=\"{}\"}} {}",
+                    m.region,
+                    value(m)
+                );
+            }
+        };
     family(
         "converge_member_behind",
         "Versions of this region's applied vector a member has not confirmed applying (counter gaps).",
@@ -97,7 +98,10 @@ pub fn render_members(region: &str, members: &[converge_core::MemberStatus]) -> 
     family(
         "converge_member_heard_seconds",
         "Seconds since a member's applied vector last grew here (-1: never).",
-        &|m| m.heard_ms_ago.map_or("-1".to_owned(), |ms| format!("{:.3}", ms as f64 / 1000.0)),
+        &|m| {
+            m.heard_ms_ago
+                .map_or("-1".to_owned(), |ms| format!("{:.3}", ms as f64 / 1000.0))
+        },
     );
     out
 }

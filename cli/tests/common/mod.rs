@@ -301,6 +301,11 @@ pub fn mesh(root: &Path) -> Vec<Region> {
 
 /// [`mesh`], every region (and its pulls) guarded by the key in `key`, if given.
 pub fn mesh_with_key(root: &Path, key: Option<&Path>) -> Vec<Region> {
+    mesh_with(root, key, &[])
+}
+
+/// [`mesh_with_key`], each region started with the `converge serve` arguments `extra` too.
+pub fn mesh_with(root: &Path, key: Option<&Path>, extra: &[&str]) -> Vec<Region> {
     let names = ["west", "east", "north"];
     let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
     let mut regions: Vec<Region> = names
@@ -310,6 +315,7 @@ pub fn mesh_with_key(root: &Path, key: Option<&Path>) -> Vec<Region> {
         .collect();
     for r in regions.iter_mut() {
         r.key = key.map(Path::to_path_buf);
+        r.extra = extra.iter().map(|e| (*e).to_owned()).collect();
         r.peers = names
             .iter()
             .zip(&ports)

@@ -1,0 +1,134 @@
+//! Collection with real `converge serve` processes: a deleted item's tombstone is purged in
+//! every region once all have it, a region that is down holds collection back (the members
+//! route and the metrics say so), and a region whose data is older than what its peers
+//! collected is refused with a clear error rather than served a log with holes.
+
+mod common;
+
+use common::{Region, agent, answer, container, converge, get, listing, mesh_with, upsert};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn metric(a: &ureq::Agent, r: &Region, name: &str, labels: &str) -> Option<f64> {
+    let mut resp = a.get(format!("{}/metrics", r.url())).call().ok()?;
+    let text = resp.body_mut().read_to_string().ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn members(a: &ureq::Agent, r: &Region) -> Value {
+    let (s, v) = get(a, &format!("{}/_replication/members", r.url()));
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn member<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["region"] == name)
+        .unwrap_or_else(|| panic!("{name} is not a member: {v}"))
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn delete(a: &ureq::Agent, r: &Region, id: &str) -> u16 {
+    answer(
+        a.delete(format!("{}/dbs/db/colls/c/docs/{id}", r.url()))
+            .header("x-partition-key", "\"p\"")
+            .call(),
+    )
+    .0
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+#[test]
+fn a_deleted_item_is_collected_everywhere_once_a_region_that_was_down_has_the_delete() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut r = mesh_with(root.path(), None, &["--tombstone-grace", "0s"]);
+    let a = agent();
+    container(&a, &r[0], "c", json!({"mode": "lww"}));
+    for id in ["x", "y"] {
+        assert_eq!(upsert(&a, &r[0], "c", &json!({"id": id, "pk": "p"})), 201);
+    }
+    converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(20));
+    // Every member heard from: nobody holds the others back.
+    wait_until("members confirmed", Duration::from_secs(20), || {
+        let v = members(&a, &r[0]);
+        ["east", "north"]
+            .iter()
+            .all(|n| member(&v, n)["holds_back"] == false)
+    });
+    // North goes down with x still live; a copy of its data is kept, as a stale backup.
+    r[2].stop();
+    let backup = root.path().join("north-backup");
+    copy_dir(&r[2].dir, &backup);
+    assert_eq!(delete(&a, &r[0], "x"), 204);
+    std::thread::sleep(Duration::from_secs(4));
+    for reg in &r[..2] {
+        let v = members(&a, reg);
+        assert_eq!(member(&v, "north")["holds_back"], true, "{}: {v}", reg.name);
+        assert_eq!(
+            metric(&a, reg, "converge_member_holds_back", "member=\"north\""),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(&a, reg, "converge_collected_tombstones_total", ""),
+            Some(0.0),
+            "{}: north has not seen the delete",
+            reg.name
+        );
+    }
+    // North comes back: it takes the delete, then every region purges the tombstone.
+    r[2].start();
+    converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(20));
+    assert_eq!(listing(&a, &r[2], "c").len(), 1);
+    for reg in &r {
+        wait_until(
+            &format!("{} collects the tombstone", reg.name),
+            Duration::from_secs(30),
+            || metric(&a, reg, "converge_collected_tombstones_total", "").unwrap_or(0.0) >= 1.0,
+        );
+    }
+    // A new region may not pull the collected log from its start: it is told to join.
+    let (s, v) = get(
+        &a,
+        &format!("{}/_replication/log?region=south&applied=", r[0].url()),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("--join"),
+        "{v}"
+    );
+    // North restored from its stale copy still holds x: its peers refuse to serve it a log
+    // with holes, and x does not come back anywhere else.
+    r[2].stop();
+    std::fs::remove_dir_all(&r[2].dir).expect("rm");
+    copy_dir(&backup, &r[2].dir);
+    r[2].start();
+    std::thread::sleep(Duration::from_secs(3));
+    for reg in &r[..2] {
+        assert_eq!(listing(&a, reg, "c").len(), 1, "{}: x came back", reg.name);
+    }
+    let v = members(&a, &r[0]);
+    assert!(member(&v, "north").is_object());
+    for reg in &mut r {
+        reg.stop();
+    }
+}
