@@ -3,6 +3,7 @@
 mod check;
 mod cluster;
 mod demo;
+mod retire;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ enum Command {
     CheckResolver(check::CheckArgs),
     /// Run one region as a server: the HTTP API of docs/http-api.md, pulling from its peers.
     Serve(serve::ServeArgs),
+    /// Retire a region that is gone for good: it stops holding collection back, and its later
+    /// versions are refused. Replicated from the region at --url to every other.
+    RetireRegion(retire::RetireArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::CheckResolver(args) => check::run(&args),
         Command::Serve(args) => serve::run(args),
+        Command::RetireRegion(args) => retire::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

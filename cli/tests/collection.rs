@@ -132,3 +132,66 @@ fn a_deleted_item_is_collected_everywhere_once_a_region_that_was_down_has_the_de
         reg.stop();
     }
 }
+
+#[test]
+fn retiring_a_region_that_is_gone_lets_the_others_collect_and_refuses_its_later_writes() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut r = mesh_with(root.path(), None, &["--tombstone-grace", "0s"]);
+    let a = agent();
+    container(&a, &r[0], "c", json!({"mode": "lww"}));
+    assert_eq!(upsert(&a, &r[0], "c", &json!({"id": "x", "pk": "p"})), 201);
+    converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(20));
+    r[2].stop();
+    assert_eq!(delete(&a, &r[0], "x"), 204);
+    let retire = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+            .args(["retire-region", "north", "--url", &r[1].url()])
+            .args(extra)
+            .output()
+            .expect("run converge retire-region")
+    };
+    // North was heard from a moment ago: retiring it needs --force.
+    let out = retire(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("force"),
+        "{out:?}"
+    );
+    let out = retire(&["--force"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("retired north"));
+    for reg in &r[..2] {
+        wait_until(
+            &format!("{} collects without north", reg.name),
+            Duration::from_secs(30),
+            || metric(&a, reg, "converge_collected_tombstones_total", "").unwrap_or(0.0) >= 1.0,
+        );
+        assert_eq!(member(&members(&a, reg), "north")["retired"], true);
+    }
+    // North comes back and writes: its write is refused everywhere, and it is refused a log.
+    r[2].start();
+    assert_eq!(
+        upsert(&a, &r[2], "c", &json!({"id": "late", "pk": "p"})),
+        201
+    );
+    wait_until("the late write is refused", Duration::from_secs(20), || {
+        r[..2]
+            .iter()
+            .all(|reg| metric(&a, reg, "converge_refused_retired_total", "").unwrap_or(0.0) >= 1.0)
+    });
+    for reg in &r[..2] {
+        assert!(listing(&a, reg, "c").is_empty(), "{}", reg.name);
+    }
+    let (s, v) = get(
+        &a,
+        &format!("{}/_replication/log?region=north&applied=", r[0].url()),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("retired"),
+        "{v}"
+    );
+    for reg in &mut r {
+        reg.stop();
+    }
+}

@@ -300,3 +300,70 @@ fn a_members_report_counts_only_once_its_own_writes_have_arrived() {
         );
     }
 }
+
+#[test]
+fn a_retired_region_stops_holding_collection_back_and_its_later_versions_are_refused_everywhere() {
+    set_time(0);
+    let s = setup(&["west", "east", "gone"], ConflictPolicy::default());
+    let all: Vec<&Store> = s.iter().collect();
+    s[2].upsert_item("db", "c", json!({"id": "before", "pk": "p"}))
+        .expect("gone writes");
+    exchange(&all);
+    // "gone" is cut off for good; west deletes an item; nothing can be collected.
+    s[0].upsert_item("db", "c", json!({"id": "x", "pk": "p"}))
+        .expect("write");
+    exchange(&[&s[0], &s[1]]);
+    s[0].delete_item("db", "c", &pk(), "x", None)
+        .expect("delete");
+    exchange(&[&s[0], &s[1]]);
+    exchange(&[&s[0], &s[1]]);
+    set_time(10);
+    assert_eq!(s[0].collect(NO_GRACE).expect("collect").tombstones, 0);
+    assert!(matches!(
+        s[0].retire_region("west"),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        s[0].retire_region("nowhere"),
+        Err(Error::InvalidInput(_))
+    ));
+    // East retires it; the retirement reaches west as a replicated item.
+    let cut = s[1].retire_region("gone").expect("retire");
+    assert_eq!(
+        s[1].retire_region("gone").expect("again"),
+        cut,
+        "idempotent"
+    );
+    exchange(&[&s[0], &s[1]]);
+    exchange(&[&s[0], &s[1]]);
+    set_time(20);
+    for st in &s[..2] {
+        let m = st.members().expect("members");
+        let gone = m.iter().find(|m| m.region == "gone").expect("listed");
+        assert!(
+            gone.retired && !gone.holds_back,
+            "{}: {gone:?}",
+            st.region()
+        );
+        assert_eq!(
+            st.collect(NO_GRACE).expect("collect").tombstones,
+            1,
+            "{}",
+            st.region()
+        );
+    }
+    // What "gone" wrote before its cut stays; what it writes after is refused, everywhere.
+    s[2].upsert_item("db", "c", json!({"id": "after", "pk": "p"}))
+        .expect("gone writes again");
+    let late = versions_of(&s[2], "after");
+    for st in &s[..2] {
+        st.apply_versions(&late).expect("refused, not an error");
+        assert!(exists(st, "before"), "{}", st.region());
+        assert!(
+            !exists(st, "after"),
+            "{}: a retired region's write was taken",
+            st.region()
+        );
+        assert_eq!(st.stats().refused_retired, 1, "{}", st.region());
+    }
+}

@@ -144,6 +144,7 @@ fn plain_router(state: AppState) -> Router {
         .route("/_replication/fingerprint", get(fingerprint))
         .route("/_replication/log", get(read_log))
         .route("/_replication/members", get(members))
+        .route("/_replication/retire", axum::routing::post(retire))
         .fallback(not_routed)
         .with_state(state)
 }
@@ -730,6 +731,52 @@ async fn members(State(state): State<AppState>) -> Result<Response, ApiError> {
         "members": members,
     }))
     .into_response())
+}
+
+/// A member that was heard from this recently is not retired without `force`.
+const RETIRE_QUIET: u64 = 60_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetireBody {
+    region: String,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Retires a member (see docs/http-api.md): replicated like a definition change.
+async fn retire(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: RetireBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"region\": <name>, \"force\": <bool, optional>}}: {e}"
+        ))
+    })?;
+    let region = req.region.clone();
+    let cut = blocking(&state, move |s| {
+        let members = s.members()?;
+        if let Some(m) = members.iter().find(|m| m.region == req.region && !m.this_region)
+            && !m.retired
+            && !req.force
+            && m.heard_ms_ago.is_some_and(|ms| ms < RETIRE_QUIET)
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "region {} was heard from {} s ago: retire only a region that is gone for \
+                     good (its later writes will be refused everywhere); pass force to retire it anyway",
+                    req.region,
+                    m.heard_ms_ago.unwrap_or(0) / 1000
+                ),
+            ));
+        }
+        Ok(s.retire_region(&req.region)?)
+    })
+    .await?;
+    state.notify();
+    Ok(axum::Json(json!({"retired": region, "cut": cut})).into_response())
 }
 
 #[derive(Deserialize)]

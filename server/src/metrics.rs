@@ -237,6 +237,11 @@ impl Metrics {
             store.commits,
         );
         counter(
+            "converge_refused_retired_total",
+            "Versions refused because a retired region wrote them after its retirement.",
+            store.refused_retired,
+        );
+        counter(
             "converge_collected_tombstones_total",
             "Tombstones purged by collection (stable everywhere, past the grace).",
             self.collected_tombstones.load(Ordering::Relaxed),

@@ -189,7 +189,17 @@ fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, Strin
             batch.source, peer.name
         ));
     }
+    let refused = store.stats().refused_retired;
     let report = store.apply_batch(&batch).map_err(|e| e.to_string())?;
+    let newly = store.stats().refused_retired.saturating_sub(refused);
+    if newly > 0 {
+        eprintln!(
+            "[{}] refused {newly} versions from {}: they were written by a retired region \
+             after its retirement",
+            store.region(),
+            peer.name
+        );
+    }
     if report.applied > 0 {
         // What this region applied is in its own log now: its own pullers' peers may wait.
         state.notify();

@@ -114,7 +114,10 @@ pub(crate) fn list_defs(kv: &dyn KvRead, database: Option<&str>) -> Result<Vec<C
         // The system container also holds resolver and database items, which are no
         // definitions.
         let key = super::codec::parse_item_key(&k)?.1;
-        if super::resolvers::is_resolver_key(&key) || super::databases::is_database_key(&key) {
+        if super::resolvers::is_resolver_key(&key)
+            || super::databases::is_database_key(&key)
+            || super::retirements::is_retirement_key(&key)
+        {
             continue;
         }
         let rec: ItemRecord = decode("item", &v)?;

@@ -182,6 +182,14 @@ impl Store {
         max: usize,
     ) -> Result<Batch> {
         let view = self.stability_view()?;
+        if let Some((region, _)) = puller
+            && view.retired_cut(region).is_some()
+        {
+            return Err(Error::SnapshotNeeded(format!(
+                "region {region} was retired: its versions are refused and it cannot serve again \
+                 under that name; start a region of another name with `converge serve --join`"
+            )));
+        }
         if !view.collected().is_empty() {
             let ok = puller.is_some_and(|(_, applied)| view.has_collected_for(applied));
             if !ok {

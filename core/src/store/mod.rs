@@ -12,6 +12,7 @@ mod feeds;
 mod group;
 mod items;
 mod resolvers;
+mod retirements;
 mod stability;
 mod tx;
 
@@ -145,6 +146,10 @@ pub struct StoreStats {
     pub remote_duplicates: u64,
     /// Write transactions committed.
     pub commits: u64,
+    /// Versions refused because their region was retired (past its cut), since the store
+    /// opened (not persisted: stores written before it existed keep their format).
+    #[serde(skip)]
+    pub refused_retired: u64,
 }
 
 /// What a writer persists in the meta table after every transaction.
@@ -625,9 +630,11 @@ impl Store {
                 let mut t = tx::Tx::new(
                     self,
                     kv,
-                    &mut w.state,
-                    &mut w.clock,
-                    &w.stab,
+                    tx::WriterParts {
+                        st: &mut w.state,
+                        clock: &mut w.clock,
+                        stab: &w.stab,
+                    },
                     &actors,
                     &mut new_actors,
                     credit,

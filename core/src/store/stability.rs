@@ -59,6 +59,8 @@ pub(crate) struct MemberRecord {
     /// that keeps writing still gets confirmed as this region catches up.
     pub pending: Option<Applied>,
     pub retired: bool,
+    /// For a retired member: the counter past which its versions are refused.
+    pub cut: u64,
     /// When its vector last grew here (ms since the epoch, this region's clock).
     pub heard_ms: u64,
 }
@@ -192,9 +194,27 @@ impl Stability {
         *region == self.me || self.members.contains_key(region)
     }
 
-    /// Whether `region` was retired.
-    pub(crate) fn is_retired(&self, region: &RegionId) -> bool {
-        self.members.get(region).is_some_and(|m| m.retired)
+    /// The cut of `region` if it was retired: its versions past it are refused.
+    pub(crate) fn retired_cut(&self, region: &RegionId) -> Option<u64> {
+        self.members
+            .get(region)
+            .filter(|m| m.retired)
+            .map(|m| m.cut)
+    }
+
+    /// Retires `region` with `cut` (a retirement applied: local or remote, covered or not).
+    /// Two retirements of one region keep the higher cut.
+    pub(crate) fn retire(&mut self, region: &RegionId, cut: u64) {
+        if *region == self.me {
+            return;
+        }
+        self.know(region);
+        let m = self.members.get_mut(region).expect("known above");
+        if !m.retired || cut > m.cut {
+            m.retired = true;
+            m.cut = m.cut.max(cut);
+            self.dirty.insert(region.clone());
+        }
     }
 
     /// What this region tells its pullers about every member (its own vector apart).
@@ -231,12 +251,9 @@ impl Stability {
                 self.know(r);
             }
             let m = self.members.get_mut(&rep.region).expect("known above");
-            let grew = raise(&mut m.latest, &rep.applied);
-            if grew {
+            // Retirement comes from the retirement item alone (the flag is for display).
+            if raise(&mut m.latest, &rep.applied) {
                 m.heard_ms = m.heard_ms.max(now_ms);
-            }
-            if grew || (rep.retired && !m.retired) {
-                m.retired |= rep.retired;
                 self.dirty.insert(rep.region.clone());
             }
         }

@@ -46,6 +46,14 @@ pub(crate) struct Tx<'a> {
     modules: HashMap<CreationId, Option<String>>,
 }
 
+/// What a transaction takes of the writer: its counters and clock, and the members and the
+/// stable point as the transaction began.
+pub(super) struct WriterParts<'a> {
+    pub st: &'a mut WriterState,
+    pub clock: &'a mut Clock,
+    pub stab: &'a Stability,
+}
+
 /// A custom resolver call made while the writer is held may run this long before it is
 /// stopped and retried without the writer ([`Store::retry_interrupted`]); a write that arrives
 /// as such a call starts waits at most about this long for it.
@@ -148,13 +156,12 @@ impl<'a> Tx<'a> {
     pub(super) fn new(
         store: &'a Store,
         kv: &'a mut dyn KvWrite,
-        st: &'a mut WriterState,
-        clock: &'a mut Clock,
-        stab: &'a Stability,
+        writer: WriterParts<'a>,
         actors: &'a Actors,
         new_actors: &'a mut Vec<Writer>,
         resolver_credit: std::time::Duration,
     ) -> Self {
+        let WriterParts { st, clock, stab } = writer;
         Tx {
             store,
             kv,
@@ -442,6 +449,9 @@ impl<'a> Tx<'a> {
             if super::databases::is_database_key(&v.key) {
                 return super::databases::check_body(&v.key, body);
             }
+            if super::retirements::is_retirement_key(&v.key) {
+                return super::retirements::parse(&v.key, body).map(|_| ());
+            }
             let def = defs::parse_def(body)?;
             if def.database != v.key.partition_key.to_value().as_str().unwrap_or_default()
                 || def.name != v.key.id
@@ -460,6 +470,13 @@ impl<'a> Tx<'a> {
     pub(crate) fn apply(&mut self, v: &Version, local: bool) -> Result<Option<ItemRecord>> {
         if !local {
             self.check_remote(v)?;
+            // A retired region's versions past its cut are refused, in every region alike.
+            if let Some(cut) = self.stability().retired_cut(&v.dot.region)
+                && v.dot.counter > cut
+            {
+                self.st.stats.refused_retired += 1;
+                return Ok(None);
+            }
         }
         let system = v.creation == SYSTEM_CREATION;
         if !system && matches!(self.cid_state(v.creation)?, CidState::Dropped) {
@@ -470,7 +487,16 @@ impl<'a> Tx<'a> {
         // a region can run whichever one its definition pins.
         let resolver = system && super::resolvers::is_resolver_key(&v.key);
         // Database items resolve like any system item; nothing else depends on them.
-        let database = system && super::databases::is_database_key(&v.key);
+        // Retirements too, but each one retires its region when it arrives, covered or not
+        // (the set of retired regions only grows, whatever the order).
+        let retirement = system && super::retirements::is_retirement_key(&v.key);
+        if let (true, Some(body)) = (retirement, v.body.as_deref()) {
+            let (region, cut) = super::retirements::parse(&v.key, body)?;
+            if self.stability().retired_cut(&region) < Some(cut) {
+                self.stability_mut().retire(&region, cut);
+            }
+        }
+        let database = system && (super::databases::is_database_key(&v.key) || retirement);
         let new_module = match (resolver, v.body.as_deref()) {
             (true, Some(body)) => self.keep_module(&v.key, body)?,
             _ => None,
