@@ -367,3 +367,161 @@ fn a_retired_region_stops_holding_collection_back_and_its_later_versions_are_ref
         assert_eq!(st.stats().refused_retired, 1, "{}", st.region());
     }
 }
+
+fn listing(s: &Store) -> Vec<(String, String)> {
+    s.list_items("db", "c", None, None, 1000)
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|i| (i.id().to_owned(), i.etag.clone()))
+        .collect()
+}
+
+fn join(new: &Store, from: &Store) -> converge_core::SnapshotSummary {
+    let mut buf = Vec::new();
+    from.snapshot_to(new.region().as_str(), &mut buf)
+        .expect("snapshot");
+    let mut seen = Vec::new();
+    let summary = new
+        .join_from(&mut buf.as_slice(), &mut |done, total| {
+            seen.push((done, total))
+        })
+        .expect("join");
+    assert_eq!(
+        seen.last().map(|p| p.0),
+        Some(summary.items),
+        "progress ends at the count"
+    );
+    summary
+}
+
+#[test]
+fn a_region_whose_data_was_lost_rejoins_from_a_snapshot_and_misses_nothing() {
+    // The rejoin schedule: east's directory is lost after its peers collected; east started
+    // on an empty directory is refused their logs, and bootstraps from a snapshot instead.
+    set_time(0);
+    let s = setup(&["west", "east", "north"], ConflictPolicy::Manual);
+    for i in 0..20 {
+        s[i % 3]
+            .upsert_item("db", "c", json!({"id": format!("i{i}"), "pk": "p", "v": 1}))
+            .expect("write");
+    }
+    exchange(&s.iter().collect::<Vec<_>>());
+    for i in 0..10 {
+        s[0].delete_item("db", "c", &pk(), &format!("i{i}"), None)
+            .expect("delete");
+    }
+    // A manual conflict stays open through all of it.
+    s[1].upsert_item("db", "c", json!({"id": "i15", "pk": "p", "v": "east"}))
+        .expect("east");
+    s[2].upsert_item("db", "c", json!({"id": "i15", "pk": "p", "v": "north"}))
+        .expect("north");
+    exchange(&s.iter().collect::<Vec<_>>());
+    exchange(&s.iter().collect::<Vec<_>>());
+    set_time(10);
+    for st in &s {
+        assert_eq!(
+            st.collect(NO_GRACE).expect("collect").tombstones,
+            10,
+            "{}",
+            st.region()
+        );
+    }
+    let old_deleted = versions_of(&s[1], "i3");
+    let west_list = listing(&s[0]);
+    assert_eq!(west_list.len(), 10);
+    // East loses its data and starts empty: its peers refuse to serve it their logs.
+    let fresh = region("east");
+    let refused = s[0].read_log_for(Some((fresh.region(), &fresh.applied())), Cursor::START, 10);
+    assert!(
+        matches!(refused, Err(Error::SnapshotNeeded(_))),
+        "{refused:?}"
+    );
+    let summary = join(&fresh, &s[0]);
+    assert_eq!(
+        summary.items, 11,
+        "ten live items and the definition: {summary:?}"
+    );
+    assert_eq!(
+        listing(&fresh),
+        west_list,
+        "the new east shows what west shows"
+    );
+    let feed = |st: &Store| {
+        let mut v: Vec<String> = st
+            .conflicts("db", "c", None, 100)
+            .expect("feed")
+            .items
+            .into_iter()
+            .filter(|r| r.status == converge_core::ConflictStatus::Open)
+            .map(|r| r.id)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        feed(&fresh),
+        feed(&s[0]),
+        "the open conflict came with the snapshot"
+    );
+    assert!(!feed(&fresh).is_empty());
+    // It pulls from every peer from where the snapshot left off, and writes.
+    let all = [&s[0], &fresh, &s[2]];
+    fresh
+        .upsert_item("db", "c", json!({"id": "new", "pk": "p"}))
+        .expect("write after joining");
+    s[2].upsert_item("db", "c", json!({"id": "from-north", "pk": "p"}))
+        .expect("north writes");
+    exchange(&all);
+    exchange(&all);
+    assert_eq!(listing(&fresh), listing(&s[0]));
+    assert_eq!(listing(&s[2]), listing(&s[0]));
+    assert_eq!(listing(&fresh).len(), 12);
+    // Old copies of collected versions do not bring anything back in it.
+    fresh.apply_versions(&old_deleted).expect("late copy");
+    assert!(!exists(&fresh, "i3"));
+    // A store that holds data cannot join.
+    let again = join_err(&s[2], &s[0]);
+    assert!(again.contains("empty"), "{again}");
+}
+
+fn join_err(new: &Store, from: &Store) -> String {
+    let mut buf = Vec::new();
+    from.snapshot_to(new.region().as_str(), &mut buf)
+        .expect("snapshot");
+    new.join_from(&mut buf.as_slice(), &mut |_, _| {})
+        .expect_err("must fail")
+        .to_string()
+}
+
+#[test]
+fn a_damaged_or_cut_off_snapshot_is_refused_with_a_clear_error() {
+    set_time(0);
+    let s = setup(&["west", "east"], ConflictPolicy::default());
+    for i in 0..5 {
+        s[0].upsert_item("db", "c", json!({"id": format!("i{i}"), "pk": "p"}))
+            .expect("write");
+    }
+    let mut buf = Vec::new();
+    s[0].snapshot_to("south", &mut buf).expect("snapshot");
+    let cut = region("south");
+    let e = cut
+        .join_from(&mut &buf[..buf.len() - 5], &mut |_, _| {})
+        .expect_err("cut off");
+    assert!(e.to_string().contains("ended"), "{e}");
+    let mut damaged = buf.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x55;
+    let e = region("south2")
+        .join_from(&mut damaged.as_slice(), &mut |_, _| {})
+        .expect_err("damaged");
+    assert!(e.to_string().contains("snapshot"), "{e}");
+    let e = region("south3")
+        .join_from(&mut &b"hello world"[..], &mut |_, _| {})
+        .expect_err("not a snapshot");
+    assert!(e.to_string().contains("not a converge snapshot"), "{e}");
+    assert!(
+        s[0].snapshot_to("west", &mut Vec::new()).is_err(),
+        "not from itself"
+    );
+}

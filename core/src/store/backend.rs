@@ -76,6 +76,10 @@ pub(crate) trait KvRead {
     fn scan(&self, table: Table, from: &[u8], to: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         Ok(self.scan_capped(table, from, to, limit, usize::MAX)?.0)
     }
+    /// How many keys the table holds.
+    fn len(&self, table: Table) -> Result<u64> {
+        Ok(self.scan(table, &[], None, usize::MAX)?.len() as u64)
+    }
     /// As [`scan`](Self::scan), also stopping before a pair that would take the values' total
     /// size over `max_bytes` (the first pair is always returned). Pairs past the cap are not
     /// copied. The flag says whether the cap stopped the scan.
@@ -241,6 +245,9 @@ fn mem_scan(
 }
 
 impl KvRead for MemRead<'_> {
+    fn len(&self, table: Table) -> Result<u64> {
+        Ok(self.0[table as usize].len() as u64)
+    }
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
         Ok(self.0[table as usize]
             .get(key)
@@ -313,6 +320,14 @@ impl KvWrite for MemWrite<'_> {
 struct RedbRead(redb::ReadTransaction);
 
 impl KvRead for RedbRead {
+    fn len(&self, table: Table) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        self.0
+            .open_table(table.definition())
+            .map_err(Error::storage)?
+            .len()
+            .map_err(Error::storage)
+    }
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Cow<'_, [u8]>>> {
         let t = self
             .0

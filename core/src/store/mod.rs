@@ -13,6 +13,7 @@ mod group;
 mod items;
 mod resolvers;
 mod retirements;
+mod snapshot;
 mod stability;
 mod tx;
 
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use collect::CollectReport;
 pub use databases::DatabaseDef;
 pub use feeds::{ApplyReport, ItemState};
+pub use snapshot::SnapshotSummary;
 pub use stability::MemberStatus;
 
 /// Parses a definition body as the system container stores it.

@@ -325,6 +325,64 @@ impl Stability {
         }
     }
 
+    /// Every member's record (for a snapshot).
+    pub(crate) fn records(&self) -> Vec<(RegionId, MemberRecord)> {
+        self.members
+            .iter()
+            .map(|(r, m)| (r.clone(), m.clone()))
+            .collect()
+    }
+
+    /// A region joins from this region's snapshot, holding `applied`: its record starts over
+    /// from that (an earlier store of the same name may have claimed more).
+    pub(crate) fn joined(&mut self, region: &RegionId, applied: &Applied, now_ms: u64) {
+        if *region == self.me {
+            return;
+        }
+        let mut applied = applied.clone();
+        applied.remove(region);
+        self.members.insert(
+            region.clone(),
+            MemberRecord {
+                latest: applied.clone(),
+                confirmed: applied,
+                pending: None,
+                retired: false,
+                cut: 0,
+                heard_ms: now_ms,
+            },
+        );
+        self.dirty.insert(region.clone());
+    }
+
+    /// This (new) region starts from `source`'s snapshot: its members, its vector (as this
+    /// region's, since it holds all of it), its stable point and what it collected.
+    pub(crate) fn adopt(
+        &mut self,
+        source: &RegionId,
+        applied: &Applied,
+        stable: &Applied,
+        collected: &Applied,
+        members: Vec<(RegionId, MemberRecord)>,
+    ) {
+        for (r, m) in members {
+            if r != self.me {
+                self.dirty.insert(r.clone());
+                self.members.insert(r, m);
+            }
+        }
+        let mut theirs = applied.clone();
+        theirs.remove(&self.me);
+        let src = self.members.entry(source.clone()).or_default();
+        raise(&mut src.latest, applied);
+        raise(&mut src.confirmed, applied);
+        src.pending = None;
+        self.dirty.insert(source.clone());
+        self.own_dirty |= raise(&mut self.own, &theirs);
+        self.stable_dirty |= raise(&mut self.stable, stable);
+        self.collected_dirty |= raise(&mut self.collected, collected);
+    }
+
     /// Whether anything needs writing.
     pub(crate) fn is_dirty(&self) -> bool {
         !self.dirty.is_empty() || self.own_dirty || self.stable_dirty || self.collected_dirty

@@ -601,6 +601,54 @@ impl<'a> Tx<'a> {
             .map(Some)
     }
 
+    /// Stores an item as a snapshot carried it: its context, its siblings (logged here with the
+    /// contexts they were written with, so this region relays them as written), then resolves
+    /// it as any refresh does (visible value, conflict records, change feed).
+    pub(super) fn bootstrap_item(&mut self, item: super::snapshot::SnapItem) -> Result<()> {
+        let ik = item_key(item.creation, &item.key);
+        let mut rec = ItemRecord::empty();
+        for (w, c) in item.context.entries() {
+            let a = self.intern(w)?;
+            rec.context.insert(a, *c);
+        }
+        for (v, shown) in &item.siblings {
+            if v.creation != item.creation || v.key != item.key {
+                return Err(Error::CorruptBatch(format!(
+                    "snapshot: sibling {} is of another item",
+                    v.dot
+                )));
+            }
+            let actor = self.intern(&v.dot.writer())?;
+            let mut vctx = Vec::with_capacity(v.context.entries().len());
+            for (w, c) in v.context.entries() {
+                vctx.push((self.intern(w)?, *c));
+            }
+            let vctx = Context::from_entries(vctx);
+            let lsn = self.log_version(v, actor, &vctx)?;
+            rec.siblings.push(StoredSibling {
+                actor,
+                counter: v.dot.counter,
+                hlc: v.hlc,
+                op: v.op,
+                deleted: v.deleted,
+                lsn,
+                shown: *shown,
+            });
+            rec.context.insert(actor, v.dot.counter);
+            let now = self.clock_now_ms();
+            if !self.clock.observe_at(v.hlc, now) {
+                self.st.stats.clock_skew_ignored += 1;
+            }
+        }
+        if item.creation == SYSTEM_CREATION {
+            self.defs_changed = true;
+            self.cids.clear();
+            self.modules.clear();
+        }
+        self.refresh(item.creation, &item.key, &ik, rec, None)?;
+        Ok(())
+    }
+
     /// Appends a version to the log, with its writers interned; returns its position.
     fn log_version(
         &mut self,
