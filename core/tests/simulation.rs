@@ -99,10 +99,15 @@ fn sweep_with(what: &str, n: u64, make: impl Fn(u64) -> SimConfig + Sync) {
     let conflicts: usize = reports.iter().map(|r| r.items_in_conflict).sum();
     let tombstones: usize = reports.iter().map(|r| r.collected_tombstones).sum();
     let log: usize = reports.iter().map(|r| r.collected_log_entries).sum();
+    let joins: usize = reports.iter().map(|r| r.joins).sum();
+    let retired: usize = reports.iter().map(|r| r.retirements).sum();
     println!(
         "{n} seeds of {what} converged; {conflicts} items ended in conflict; collection purged \
-         {tombstones} tombstones and {log} log entries"
+         {tombstones} tombstones and {log} log entries; {joins} regions joined from snapshots, \
+         {retired} retired"
     );
+    assert!(n < 50 || retired > 0, "no seed retired a region");
+    assert!(n < 50 || joins > 0, "no seed joined a region");
     // The workload must actually produce conflicts and collect, or the sweep proves little.
     assert!(n < 50 || conflicts > 0, "no seed produced a conflict");
     assert!(n < 50 || tombstones > 0, "no seed purged a tombstone");

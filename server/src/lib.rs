@@ -141,7 +141,9 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
         .collect();
 
     // Configured peers are members from the start: collection waits for them even before
-    // they are first heard from.
+    // they are first heard from (safety first: a region that starts late is not refused).
+    // A mistyped peer name holds collection back until it is fixed and the ghost retired
+    // (`converge retire-region`); the server warns about it.
     for peer in &config.peers {
         store.add_member(&peer.name)?;
     }

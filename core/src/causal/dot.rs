@@ -9,10 +9,12 @@ use std::sync::Arc;
 pub struct RegionId(Arc<str>);
 
 impl RegionId {
-    /// Validates a region name: 1 to 64 bytes of ASCII letters, digits, `-`, `_` or `.`.
+    /// Validates a region name: 1 to 64 bytes of ASCII letters, digits, `-`, `_` or `.`, not
+    /// dots alone.
     pub fn new(name: &str) -> crate::Result<Self> {
         let ok = !name.is_empty()
             && name.len() <= 64
+            && !name.bytes().all(|b| b == b'.')
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
@@ -20,7 +22,7 @@ impl RegionId {
             Ok(RegionId(name.into()))
         } else {
             Err(crate::Error::invalid(format!(
-                "region name {name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"
+                "region name {name:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.' (not dots alone)"
             )))
         }
     }

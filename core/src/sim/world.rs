@@ -129,6 +129,10 @@ pub struct SimReport {
     pub reasons: std::collections::BTreeSet<String>,
     /// Tombstones purged by collection, over all regions.
     pub collected_tombstones: usize,
+    /// Regions that joined from a snapshot during the run.
+    pub joins: usize,
+    /// Regions retired during the run.
+    pub retirements: usize,
     /// Log entries removed by collection, over all regions.
     pub collected_log_entries: usize,
 }
@@ -418,7 +422,9 @@ impl World {
             let roll = self.rng.below(1000);
             let r = match roll {
                 0..=459 => self.step_write(step),
-                460..=479 => self.step_collect(),
+                460..=474 => self.step_collect(),
+                475..=477 => self.step_join(),
+                478..=479 => self.step_retire(),
                 480..=719 => self.step_pull(),
                 720..=819 => self.step_gossip(),
                 820..=879 => {
@@ -605,6 +611,93 @@ impl World {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A new region joins from a snapshot of a random region (its neighbour in a chain), at
+    /// most two per run.
+    fn step_join(&mut self) -> Result<(), Error> {
+        if self.report.joins >= 2 {
+            return Ok(());
+        }
+        let n = self.regions.len();
+        let src = match self.chain {
+            true => n - 1,
+            false => self.rng.below(n as u64) as usize,
+        };
+        let skew = self.rng.range(0, 4000) as i64 - 2000;
+        self.regions.push(Region {
+            name: format!("r{}", n + self.report.retirements),
+            store: None,
+            dir: None,
+            skew,
+        });
+        self.open(n)?;
+        self.at(src);
+        let mut snapshot = Vec::new();
+        self.store(src)
+            .snapshot_to(&self.regions[n].name, &mut snapshot)?;
+        self.at(n);
+        let summary = self
+            .store(n)
+            .join_from(&mut snapshot.as_slice(), &mut |_, _| {})?;
+        self.report.joins += 1;
+        self.log(format!(
+            "t={} {} joins from a snapshot of {}: {summary:?}",
+            self.time, self.regions[n].name, self.regions[src].name
+        ));
+        Ok(())
+    }
+
+    /// A region other than the first goes for good and another retires it, once its last
+    /// writes reached the retiring one (as an operator retires a region that is gone); the
+    /// region leaves the world. At most one per run, and never below three regions.
+    fn step_retire(&mut self) -> Result<(), Error> {
+        let n = self.regions.len();
+        if n <= 3 || self.report.retirements >= 1 {
+            return Ok(());
+        }
+        let k = 1 + self.rng.below(n as u64 - 1) as usize;
+        let by = match self.chain {
+            true => k - 1,
+            false => (k + 1 + self.rng.below(n as u64 - 1) as usize) % n,
+        };
+        self.store(k).flush()?;
+        loop {
+            let cursor = self.store(by).cursor(&self.regions[k].name)?;
+            let batch = match self.read_log(k, by, cursor, 64) {
+                Ok(b) => b,
+                // The retiring region lacks what the other collected: it cannot retire it.
+                Err(Error::SnapshotNeeded(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.at(by);
+            self.store(by).apply_batch(&batch)?;
+            if !batch.more {
+                break;
+            }
+        }
+        self.at(by);
+        let name = self.regions[k].name.clone();
+        let cut = self.store(by).retire_region(&name)?;
+        self.regions.remove(k);
+        let shift = |i: usize| if i > k { i - 1 } else { i };
+        self.in_flight = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .filter(|(dst, _)| *dst != k)
+            .map(|(dst, v)| (shift(dst), v))
+            .collect();
+        self.cut = std::mem::take(&mut self.cut)
+            .into_iter()
+            .filter(|(a, b)| *a != k && *b != k)
+            .map(|(a, b)| (shift(a), shift(b)))
+            .collect();
+        self.report.retirements += 1;
+        self.log(format!(
+            "t={} {name} is gone; {} retires it (cut {cut})",
+            self.time,
+            self.regions[shift(by)].name
+        ));
         Ok(())
     }
 

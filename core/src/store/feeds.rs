@@ -8,7 +8,7 @@ use super::items::{decode_hex, encode_hex, render};
 use crate::causal::Incarnation;
 use crate::causal::RegionId;
 use crate::feed::{Change, ConflictRecord, Page};
-use crate::replicate::{Applied, Batch, Cursor, MAX_BATCH_BYTES, MemberReport, Version};
+use crate::replicate::{Applied, Batch, Cursor, MAX_BATCH_BYTES, Version};
 use crate::{Error, Result};
 
 /// What applying a batch did.
@@ -173,8 +173,10 @@ impl Store {
 
     /// [`read_log`](Self::read_log) for a peer that says who it is and what it has applied.
     /// A region that has collected log entries serves only peers that have applied everything
-    /// they held (otherwise [`Error::SnapshotNeeded`]: the peer must join from a snapshot),
-    /// and a peer it has not heard of becomes a member, so collection waits for it from now on.
+    /// they held (otherwise [`Error::SnapshotNeeded`]: the peer must join from a snapshot).
+    /// A puller does not become a member by pulling (a stray request would hold collection
+    /// back everywhere): members are configured peers, regions heard of through them, and
+    /// regions that joined from a snapshot.
     pub fn read_log_for(
         &self,
         puller: Option<(&RegionId, &Applied)>,
@@ -204,23 +206,6 @@ impl Store {
                     self.region
                 )));
             }
-        }
-        if let Some((region, applied)) = puller
-            && *region != self.region
-            && !view.is_member(region)
-        {
-            let reports = [MemberReport {
-                region: region.clone(),
-                applied: applied.clone(),
-                retired: false,
-            }];
-            self.write_tx(self.commit_sync(), |tx| {
-                let counter = tx.counter();
-                let now = tx.now_ms();
-                tx.stability_mut()
-                    .merge(region, None, &reports, counter, now);
-                Ok(())
-            })?;
         }
         let published = self
             .published

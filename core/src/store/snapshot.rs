@@ -65,6 +65,9 @@ enum Part {
     Creation { key: Vec<u8>, value: Vec<u8> },
     Dropped { key: Vec<u8>, value: Vec<u8> },
     Item(SnapItem),
+    /// A logged version no item shows that some member may still lack (a drop, a covered
+    /// definition or module version, a retirement): logged by the joiner too, so it relays it.
+    Log(Version),
     End { items: u64 },
 }
 
@@ -222,6 +225,37 @@ impl Store {
                     siblings,
                 }))
             })?;
+            let stable = view.stable();
+            let mut shown: Option<(Vec<u8>, Vec<u64>)> = None;
+            for_each(kv, Table::Log, |k, v| {
+                let entry: LogEntry = decode("log", v)?;
+                let lsn = u64::from_be_bytes(
+                    k.try_into()
+                        .map_err(|_| Error::Storage("malformed log key".into()))?,
+                );
+                let w = writer(entry.actor)
+                    .ok_or_else(|| Error::Storage("a log entry names an unknown writer".into()))?;
+                if entry.counter <= stable.get(&w.0).copied().unwrap_or(0) {
+                    return Ok(());
+                }
+                // Siblings travelled with their items.
+                let ik = super::codec::item_key(entry.creation, &entry.key);
+                if shown.as_ref().is_none_or(|(k, _)| *k != ik) {
+                    let lsns = match kv.get(Table::Items, &ik)? {
+                        Some(raw) => decode::<ItemRecord>("item", &raw)?
+                            .siblings
+                            .iter()
+                            .map(|s| s.lsn)
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    shown = Some((ik, lsns));
+                }
+                if shown.as_ref().is_some_and(|(_, l)| l.contains(&lsn)) {
+                    return Ok(());
+                }
+                framer.put(&Part::Log(entry.into_version(writer)?))
+            })?;
             framer.put(&Part::End { items })?;
             Ok(items)
         })?;
@@ -336,6 +370,7 @@ impl Store {
                                 tx.kv.put(Table::Dropped, &key, &value)?
                             }
                             Part::Item(item) => tx.bootstrap_item(item)?,
+                            Part::Log(v) => tx.bootstrap_log(&v)?,
                             Part::Head(_) | Part::End { .. } => {}
                         }
                     }

@@ -649,6 +649,18 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// Logs a version a snapshot carried that no item shows (so this region relays it), without
+    /// applying it: its effects came with the snapshot's state.
+    pub(super) fn bootstrap_log(&mut self, v: &Version) -> Result<()> {
+        let actor = self.intern(&v.dot.writer())?;
+        let mut vctx = Vec::with_capacity(v.context.entries().len());
+        for (w, c) in v.context.entries() {
+            vctx.push((self.intern(w)?, *c));
+        }
+        self.log_version(v, actor, &Context::from_entries(vctx))?;
+        Ok(())
+    }
+
     /// Appends a version to the log, with its writers interned; returns its position.
     fn log_version(
         &mut self,
