@@ -107,7 +107,9 @@ pub(crate) fn decide(
     pk_path: &str,
     versions: &[CanonicalVersion],
 ) -> Outcome {
-    if versions.len() < 2 {
+    // Concurrent deletes are no conflict under any policy: the item is deleted whichever
+    // shows, and nothing is left to resolve (or to keep: its tombstones can be collected).
+    if versions.len() < 2 || versions.iter().all(|v| v.deleted) {
         return Outcome::Pick(0);
     }
     match policy {

@@ -288,7 +288,14 @@ pub(crate) fn check(world: &mut World) -> Fallible<()> {
         }
         if let Some(def) = active.get(cid) {
             in_conflict += usize::from(state.siblings.len() > 1);
-            *not_shown.entry(*cid).or_default() += state.siblings.len().saturating_sub(1);
+            // Concurrent deletes alone are no conflict (docs/design.md, Resolution).
+            let all_deleted = state
+                .siblings
+                .iter()
+                .all(|d| versions.iter().any(|v| v.dot == *d && v.deleted));
+            if !all_deleted {
+                *not_shown.entry(*cid).or_default() += state.siblings.len().saturating_sub(1);
+            }
             let records = &o0[&(def.database.as_str(), def.name.as_str())];
             recompute(world, def, key, &state.siblings, versions, records)?;
         }
