@@ -50,6 +50,62 @@ pub struct ServeArgs {
     /// collection purges it: `1h`, `15m`, `30s`, `0s` (tests).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     tombstone_grace: std::time::Duration,
+    /// Start this region from a snapshot of the region at this URL (a new region, or one whose
+    /// data was lost), then serve and pull from the peers as usual. The data directory must
+    /// hold no store.
+    #[arg(long, value_name = "URL")]
+    join: Option<String>,
+}
+
+/// Fills the empty data directory from a snapshot of the region at `url`, with a progress bar
+/// on stderr (stdout's first line stays the `listening on` line).
+fn join(args: &ServeArgs, url: &str, key: Option<&str>) -> Result<()> {
+    let file = args.data.join(converge_core::STORE_FILE);
+    if file.exists() {
+        bail!(
+            "--join starts a region on an empty data directory, and {} already holds a store: \
+             start without --join to keep it, or remove it (its data is lost) to join",
+            file.display()
+        );
+    }
+    let tls = converge_server::tls::peer_tls(args.peer_ca.as_deref()).map_err(anyhow::Error::msg)?;
+    let options = converge_core::StoreOptions::new()
+        .resolver_host(std::sync::Arc::new(converge_core::WasmResolvers::new()))
+        .durability(converge_core::Durability::Deferred);
+    let store = converge_core::Store::open(&args.data, &args.region, options)?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "joining {msg} {bar:40} {pos}/{len} items ({per_sec}, {eta} left)",
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    bar.set_message(url.to_owned());
+    let started = std::time::Instant::now();
+    let result = converge_server::snapshot::join(&store, url, key, tls, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    drop(store);
+    match result {
+        Ok(s) => {
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "joined from {url}: {} items, {:.1} MiB in {secs:.1} s ({:.0} items/s); \
+                 pulling from the peers from there",
+                s.items,
+                s.bytes as f64 / (1 << 20) as f64,
+                s.items as f64 / secs
+            );
+            Ok(())
+        }
+        Err(e) => {
+            // A half-filled store is of no use: the directory is left as it was found.
+            let _ = std::fs::remove_file(&file);
+            bail!("{e}; the data directory was left empty: run the command again")
+        }
+    }
 }
 
 /// `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
@@ -91,6 +147,9 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         }
         None => None,
     };
+    if let Some(url) = &args.join {
+        join(&args, url, key.as_deref())?;
+    }
     let config = ServeConfig {
         region: args.region,
         data: args.data,

@@ -145,6 +145,7 @@ fn plain_router(state: AppState) -> Router {
         .route("/_replication/log", get(read_log))
         .route("/_replication/members", get(members))
         .route("/_replication/retire", axum::routing::post(retire))
+        .route("/_replication/snapshot", get(snapshot))
         .fallback(not_routed)
         .with_state(state)
 }
@@ -777,6 +778,55 @@ async fn retire(
     .await?;
     state.notify();
     Ok(axum::Json(json!({"retired": region, "cut": cut})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotQuery {
+    /// The joining region's name.
+    region: String,
+}
+
+/// A snapshot of this region for a joining region, streamed as it is read (see
+/// docs/http-api.md and `Store::snapshot_to`).
+async fn snapshot(
+    State(state): State<AppState>,
+    q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    converge_core::RegionId::new(&q.region)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, converge_core::Error>>(16);
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = crate::snapshot::ChannelWriter::new(tx.clone());
+        let result = store
+            .snapshot_to(&q.region, &mut out)
+            .and_then(|s| out.finish().map(|()| s));
+        match result {
+            Ok(s) => eprintln!(
+                "[{}] snapshot for {}: {} items, {} bytes",
+                store.region(),
+                q.region,
+                s.items,
+                s.bytes
+            ),
+            Err(e) => {
+                eprintln!("[{}] snapshot for {}: {e}", store.region(), q.region);
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    // The first chunk says whether the snapshot started: an error before it is an answer.
+    let first = match rx.recv().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(ApiError::internal("the snapshot ended before it began")),
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::new(crate::snapshot::ChannelBody::new(first, rx)),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

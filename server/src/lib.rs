@@ -22,6 +22,7 @@ pub mod cosmos;
 pub mod error;
 pub mod metrics;
 pub mod replication;
+pub mod snapshot;
 pub mod tls;
 
 use api::AppState;
