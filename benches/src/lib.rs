@@ -110,6 +110,7 @@ pub fn serve_keyed(
         peer_ca: None,
         idle_timeout: converge_server::conn::IDLE_TIMEOUT,
         tombstone_grace: converge_server::DEFAULT_TOMBSTONE_GRACE,
+        joined_from: None,
     };
     std::thread::spawn(move || {
         let r = converge_server::run(config, |addr| {

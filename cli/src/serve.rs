@@ -68,7 +68,8 @@ fn join(args: &ServeArgs, url: &str, key: Option<&str>) -> Result<()> {
             file.display()
         );
     }
-    let tls = converge_server::tls::peer_tls(args.peer_ca.as_deref()).map_err(anyhow::Error::msg)?;
+    let tls =
+        converge_server::tls::peer_tls(args.peer_ca.as_deref()).map_err(anyhow::Error::msg)?;
     let options = converge_core::StoreOptions::new()
         .resolver_host(std::sync::Arc::new(converge_core::WasmResolvers::new()))
         .durability(converge_core::Durability::Deferred);
@@ -164,6 +165,7 @@ pub fn run(args: ServeArgs) -> Result<bool> {
         peer_ca: args.peer_ca,
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
         tombstone_grace: args.tombstone_grace,
+        joined_from: args.join.clone(),
     };
     let scheme = if config.tls.is_some() {
         "https"

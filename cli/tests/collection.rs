@@ -195,3 +195,96 @@ fn retiring_a_region_that_is_gone_lets_the_others_collect_and_refuses_its_later_
         reg.stop();
     }
 }
+
+#[test]
+fn a_fourth_region_joins_a_running_deployment_with_one_command_and_catches_up() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut r = mesh_with(root.path(), None, &["--tombstone-grace", "0s"]);
+    let a = agent();
+    container(&a, &r[0], "c", json!({"mode": "lww"}));
+    for i in 0..120 {
+        let item = json!({"id": format!("i{i}"), "pk": "p", "pad": "x".repeat(200)});
+        assert_eq!(upsert(&a, &r[i % 3], "c", &item), 201);
+    }
+    converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(30));
+    for i in 0..40 {
+        assert_eq!(delete(&a, &r[0], &format!("i{i}")), 204);
+    }
+    converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(30));
+    for reg in &r {
+        wait_until(
+            &format!("{} collects", reg.name),
+            Duration::from_secs(30),
+            || metric(&a, reg, "converge_collected_tombstones_total", "").unwrap_or(0.0) >= 40.0,
+        );
+    }
+    // The one command: a new region on an empty directory, joining from west.
+    let mut south = Region::new(root.path(), "south", common::free_port());
+    south.peers = r.iter().map(|x| (x.name.clone(), x.port)).collect();
+    south.extra = vec![
+        "--tombstone-grace".into(),
+        "0s".into(),
+        "--join".into(),
+        r[0].url(),
+    ];
+    south.start();
+    let all = [&r[0], &r[1], &r[2], &south];
+    let items = converge(&a, &all, "c", Duration::from_secs(30));
+    assert_eq!(items.len(), 80);
+    // Its writes reach every region (west pulls from it now), and theirs reach it.
+    assert_eq!(
+        upsert(&a, &south, "c", &json!({"id": "from-south", "pk": "p"})),
+        201
+    );
+    assert_eq!(
+        upsert(&a, &r[2], "c", &json!({"id": "from-north", "pk": "p"})),
+        201
+    );
+    assert_eq!(delete(&a, &r[1], "i50"), 204);
+    let items = converge(&a, &all, "c", Duration::from_secs(30));
+    assert_eq!(items.len(), 81);
+    // Every old region learns of it as a member.
+    for reg in &r {
+        wait_until(
+            &format!("{} knows south", reg.name),
+            Duration::from_secs(20),
+            || {
+                members(&a, reg)["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m["region"] == "south"))
+            },
+        );
+    }
+    // Joining onto a directory that holds a store is refused, and the store is untouched.
+    south.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["serve", "--region", "south", "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(&south.dir)
+        .args(["--join", &r[0].url()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already holds a store"),
+        "{out:?}"
+    );
+    // Restarted without --join, it keeps its store, and west still pulls from it.
+    south.extra.truncate(2);
+    south.start();
+    assert_eq!(listing(&a, &south, "c").len(), 81);
+    assert_eq!(
+        upsert(&a, &south, "c", &json!({"id": "after-restart", "pk": "p"})),
+        201
+    );
+    converge(
+        &a,
+        &[&r[0], &r[1], &r[2], &south],
+        "c",
+        Duration::from_secs(30),
+    );
+    south.stop();
+    for reg in &mut r {
+        reg.stop();
+    }
+}

@@ -536,15 +536,27 @@ fn concurrent_deletes_under_a_manual_policy_are_no_conflict_and_are_collected() 
     s[0].upsert_item("db", "c", json!({"id": "x", "pk": "p"}))
         .expect("write");
     exchange(&all);
-    s[0].delete_item("db", "c", &pk(), "x", None).expect("west deletes");
-    s[1].delete_item("db", "c", &pk(), "x", None).expect("east deletes");
+    s[0].delete_item("db", "c", &pk(), "x", None)
+        .expect("west deletes");
+    s[1].delete_item("db", "c", &pk(), "x", None)
+        .expect("east deletes");
     exchange(&all);
     exchange(&all);
     for st in &s {
-        assert!(st.conflicts("db", "c", None, 10).expect("feed").items.is_empty());
+        assert!(
+            st.conflicts("db", "c", None, 10)
+                .expect("feed")
+                .items
+                .is_empty()
+        );
     }
     set_time(10);
     for st in &s {
-        assert_eq!(st.collect(NO_GRACE).expect("collect").tombstones, 1, "{}", st.region());
+        assert_eq!(
+            st.collect(NO_GRACE).expect("collect").tombstones,
+            1,
+            "{}",
+            st.region()
+        );
     }
 }

@@ -52,6 +52,9 @@ pub struct AppState {
     /// The longest one query page may compute (under the idle timeout, which would cut its
     /// answer off, and so also bounding how long a stop waits for it).
     pub query_budget: std::time::Duration,
+    /// Where a region that joined from this one asks to be pulled from (`POST
+    /// /_replication/peers`); `None` when the server takes no new peers (in-process tests).
+    pub add_peer: Option<std::sync::mpsc::Sender<crate::replication::Peer>>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             max_log_wait: std::time::Duration::from_millis(MAX_LOG_WAIT_MS),
             query_budget: crate::conn::IDLE_TIMEOUT
                 .saturating_sub(std::time::Duration::from_secs(2)),
+            add_peer: None,
         }
     }
 
@@ -146,6 +150,7 @@ fn plain_router(state: AppState) -> Router {
         .route("/_replication/members", get(members))
         .route("/_replication/retire", axum::routing::post(retire))
         .route("/_replication/snapshot", get(snapshot))
+        .route("/_replication/peers", axum::routing::post(add_peer))
         .fallback(not_routed)
         .with_state(state)
 }
@@ -778,6 +783,60 @@ async fn retire(
     .await?;
     state.notify();
     Ok(axum::Json(json!({"retired": region, "cut": cut})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerBody {
+    region: String,
+    url: String,
+}
+
+/// A region that joined from this one asks to be pulled from (see docs/http-api.md): only a
+/// member may, so a stray request cannot make this region pull from anywhere.
+async fn add_peer(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: PeerBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"region\": <name>, \"url\": <its URL>}}: {e}"
+        ))
+    })?;
+    let peer: crate::replication::Peer = format!("{}={}", req.region, req.url)
+        .parse()
+        .map_err(ApiError::bad_request)?;
+    let Some(tx) = state.add_peer.clone() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "this server takes no new peers",
+        ));
+    };
+    let name = peer.name.clone();
+    let members = blocking(&state, |s| Ok(s.members()?)).await?;
+    match members.iter().find(|m| m.region == name) {
+        Some(m) if m.this_region => {
+            return Err(ApiError::bad_request(format!("{name} is this region")));
+        }
+        Some(m) if m.retired => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!("region {name} was retired"),
+            ));
+        }
+        Some(_) => {}
+        None => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "region {name} is not a member: a region joins first (converge serve --join), then asks to be pulled from"
+                ),
+            ));
+        }
+    }
+    tx.send(peer)
+        .map_err(|_| ApiError::internal("the server is stopping"))?;
+    Ok(axum::Json(json!({"pulling_from": name})).into_response())
 }
 
 #[derive(Deserialize)]

@@ -63,7 +63,14 @@ pub struct ServeConfig {
     /// How long a tombstone stays after every member has it, before collection purges it
     /// ([`DEFAULT_TOMBSTONE_GRACE`] by default).
     pub tombstone_grace: std::time::Duration,
+    /// The URL of the region this one joined from, if it just did: once serving, it asks that
+    /// region to pull from it (`POST /_replication/peers`), so its writes reach the deployment.
+    pub joined_from: Option<String>,
 }
+
+/// The file in a data directory that lists the peers added at run time (`<region>=<url>`
+/// lines): regions that joined from this one. They are pulled from after a restart too.
+pub const ADDED_PEERS_FILE: &str = "added-peers";
 
 /// How long a stable tombstone is kept by default: one hour.
 pub const DEFAULT_TOMBSTONE_GRACE: Duration = Duration::from_secs(3600);
@@ -159,7 +166,31 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
                 .spawn(move || collect_loop(&s, &m, grace, &st))?,
         );
     }
-    for peer in config.peers {
+    // Peers added at run time (regions that joined from this one), from earlier runs too.
+    let added_file = config.data.join(ADDED_PEERS_FILE);
+    let mut peers = config.peers.clone();
+    for line in std::fs::read_to_string(&added_file)
+        .unwrap_or_default()
+        .lines()
+    {
+        match line.parse::<Peer>() {
+            Ok(p) if !peers.iter().any(|q| q.name == p.name) => peers.push(p),
+            Ok(_) => {}
+            Err(e) => eprintln!("[{}] {}: {e}", config.region, added_file.display()),
+        }
+    }
+    let (add_tx, add_rx) = std::sync::mpsc::channel::<Peer>();
+    state.add_peer = Some(add_tx);
+    {
+        let (st, state, tls) = (stop.clone(), state.clone(), peer_tls.clone());
+        let known: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();
+        threads.push(
+            std::thread::Builder::new()
+                .name("add-peers".into())
+                .spawn(move || add_peers(&state, add_rx, known, &added_file, &tls, &st))?,
+        );
+    }
+    for peer in peers {
         let (st, state, tls) = (stop.clone(), state.clone(), peer_tls.clone());
         threads.push(
             std::thread::Builder::new()
@@ -204,6 +235,12 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
             .chain(peer_locations)
             .collect();
         listening(bound);
+        if let Some(source) = config.joined_from.clone() {
+            let own = state.locations[0].1.trim_end_matches('/').to_owned();
+            let (region, key) = (config.region.clone(), config.key.clone());
+            let tls = peer_tls.clone();
+            std::thread::spawn(move || announce(&source, &region, &own, key.as_deref(), tls));
+        }
         let app = api::router(state);
         let idle = config.idle_timeout;
         match tls_config {
@@ -225,6 +262,94 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     }
     store.flush()?;
     served.map_err(ServeError::Io)
+}
+
+/// Starts pulling from each peer that asks (`POST /_replication/peers`) and is new, and
+/// remembers it in `file`, until `stop`.
+fn add_peers(
+    state: &AppState,
+    rx: std::sync::mpsc::Receiver<Peer>,
+    mut known: Vec<String>,
+    file: &std::path::Path,
+    tls: &ureq::tls::TlsConfig,
+    stop: &Arc<AtomicBool>,
+) {
+    let mut threads = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(peer) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        if known.contains(&peer.name) {
+            continue;
+        }
+        known.push(peer.name.clone());
+        let line = format!("{}={}\n", peer.name, peer.url);
+        let saved = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        if let Err(e) = saved {
+            eprintln!(
+                "[{}] cannot remember peer {}: {e}",
+                state.store.region(),
+                peer.name
+            );
+        }
+        eprintln!(
+            "[{}] pulling from {} at {} (it joined from this region)",
+            state.store.region(),
+            peer.name,
+            peer.url
+        );
+        let (st, state, tls) = (stop.clone(), state.clone(), tls.clone());
+        if let Ok(t) = std::thread::Builder::new()
+            .name(format!("pull-{}", peer.name))
+            .spawn(move || replication::pull_loop(&state, peer, tls, st))
+        {
+            threads.push(t);
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// Asks the region this one joined from to pull from it, retrying for a minute.
+fn announce(source: &str, region: &str, own: &str, key: Option<&str>, tls: ureq::tls::TlsConfig) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let body = serde_json::json!({"region": region, "url": own}).to_string();
+    for _ in 0..60 {
+        let mut req = agent
+            .post(format!(
+                "{}/_replication/peers",
+                source.trim_end_matches('/')
+            ))
+            .content_type("application/json");
+        if let Some(k) = key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        match req.send(&body) {
+            Ok(r) if r.status() == 200 => {
+                eprintln!("[{region}] {source} pulls from this region now");
+                return;
+            }
+            Ok(mut r) => {
+                let text = r.body_mut().read_to_string().unwrap_or_default();
+                eprintln!("[{region}] asking {source} to pull from this region: {text}");
+                if r.status() != 503 {
+                    return;
+                }
+            }
+            Err(e) => eprintln!("[{region}] asking {source} to pull from this region: {e}"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// How often collection runs: a quarter of the grace, between 1 s and 60 s.

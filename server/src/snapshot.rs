@@ -35,7 +35,10 @@ impl ChannelWriter {
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the joining region went away")
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the joining region went away",
+            )
         })
     }
 
@@ -122,7 +125,9 @@ pub fn join(
     if let Some(k) = key {
         req = req.header("Authorization", format!("Bearer {k}"));
     }
-    let mut resp = req.call().map_err(|e| format!("cannot reach {base}: {e}"))?;
+    let mut resp = req
+        .call()
+        .map_err(|e| format!("cannot reach {base}: {e}"))?;
     if resp.status() != 200 {
         let status = resp.status();
         let text = resp.body_mut().read_to_string().unwrap_or_default();

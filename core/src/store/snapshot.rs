@@ -61,14 +61,25 @@ pub(super) struct SnapItem {
 #[derive(Serialize, Deserialize)]
 enum Part {
     Head(Box<Head>),
-    Module { hash: String, bytes: Vec<u8> },
-    Creation { key: Vec<u8>, value: Vec<u8> },
-    Dropped { key: Vec<u8>, value: Vec<u8> },
+    Module {
+        hash: String,
+        bytes: Vec<u8>,
+    },
+    Creation {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Dropped {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
     Item(SnapItem),
     /// A logged version no item shows that some member may still lack (a drop, a covered
     /// definition or module version, a retirement): logged by the joiner too, so it relays it.
     Log(Version),
-    End { items: u64 },
+    End {
+        items: u64,
+    },
 }
 
 struct Framer<'a> {
