@@ -63,7 +63,8 @@ pub use resolve::{
 };
 pub use store::{
     ApplyReport, CollectReport, DEFAULT_CACHE_BYTES, DatabaseDef, Durability, Item, ItemState,
-    MemberStatus, STORE_FILE, SnapshotSummary, Store, StoreOptions, StoreStats, VisibleItem,
+    MemberStatus, STORE_FILE, SnapshotSummary, StorageCounts, Store, StoreOptions, StoreStats,
+    VisibleItem,
     WriteOp, WriteOutcome,
 };
 pub use udf::{

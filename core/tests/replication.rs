@@ -97,9 +97,11 @@ fn a_corrupt_or_impossible_batch_is_refused_whole() {
     b.create_container("db", "c", "/pk").expect("container");
     let mut batch = everything(&a);
     let mut forged = batch.versions[1].clone();
+    // (Counters start above wall-clock microseconds: claim past b's.)
+    let issued = b.applied().get(b.region()).copied().unwrap_or(0);
     forged
         .context
-        .insert((b.region().clone(), b.incarnation()), 1_000);
+        .insert((b.region().clone(), b.incarnation()), issued + 1_000);
     forged.dot.counter += 100;
     batch.versions.push(forged);
     assert!(

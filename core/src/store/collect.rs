@@ -28,6 +28,21 @@ pub struct CollectReport {
     pub log_entries: usize,
 }
 
+/// What a store holds, counted (for benchmarks and operations; it reads every item).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageCounts {
+    /// Item records (user items; system items apart).
+    pub items: u64,
+    /// Of them, records that show nothing and hold only tombstones.
+    pub tombstones: u64,
+    /// Entries of the item records' contexts.
+    pub context_entries: u64,
+    /// Log entries.
+    pub log_entries: u64,
+    /// Bytes of the visible items' bodies (the live data).
+    pub live_bytes: u64,
+}
+
 /// The head of a log entry: which item and dot it holds.
 #[derive(Deserialize)]
 struct LogHead {
@@ -77,6 +92,41 @@ impl Store {
         // Durable before the pass returns (a crash before this loses only collection work).
         self.flush()?;
         Ok(report)
+    }
+}
+
+impl Store {
+    /// Counts items, tombstones, context entries, log entries and live bytes.
+    pub fn storage_counts(&self) -> Result<StorageCounts> {
+        let mut c = StorageCounts::default();
+        let start = (SYSTEM_CREATION.0 + 1).to_be_bytes().to_vec();
+        let mut from = start;
+        loop {
+            let chunk = self.read_tx(|kv, _| {
+                let rows = kv.scan(Table::Items, &from, None, 1024)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (k, v) in rows {
+                    let rec: ItemRecord = decode("item", &v)?;
+                    let body = super::defs::visible_body(kv, &rec)?.map_or(0, |b| b.len());
+                    out.push((k, rec, body));
+                }
+                Ok(out)
+            })?;
+            let Some((last, _, _)) = chunk.last() else {
+                break;
+            };
+            from = last.clone();
+            from.push(0);
+            for (_, rec, body) in &chunk {
+                c.items += 1;
+                c.tombstones +=
+                    u64::from(rec.shown == Shown::Hidden && rec.siblings.iter().all(|s| s.deleted));
+                c.context_entries += rec.context.entries().len() as u64;
+                c.live_bytes += *body as u64;
+            }
+        }
+        c.log_entries = self.read_tx(|kv, _| kv.len(Table::Log))?;
+        Ok(c)
     }
 }
 

@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use collect::CollectReport;
+pub use collect::{CollectReport, StorageCounts};
 pub use databases::DatabaseDef;
 pub use feeds::{ApplyReport, ItemState};
 pub use snapshot::SnapshotSummary;
@@ -597,6 +597,17 @@ impl Store {
             })?;
         }
         Ok(pending.len())
+    }
+
+    /// Compacts the file of a durable store, returning space collection freed to the file
+    /// system (redb keeps freed pages for reuse otherwise); a no-op in memory. Needs the store
+    /// to itself: no reader or writer may be open.
+    pub fn compact(&mut self) -> Result<()> {
+        self.flush()?;
+        match &mut self.backend {
+            Backend::Redb(db) => db.compact().map(|_| ()).map_err(Error::storage),
+            Backend::Memory(_) => Ok(()),
+        }
     }
 
     /// Makes every commit so far durable (a no-op under immediate durability).
