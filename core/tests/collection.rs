@@ -379,7 +379,7 @@ fn listing(s: &Store) -> Vec<(String, String)> {
 
 fn join(new: &Store, from: &Store) -> converge_core::SnapshotSummary {
     let mut buf = Vec::new();
-    from.snapshot_to(new.region().as_str(), &mut buf)
+    from.snapshot_to(new.region().as_str(), new.store_id(), &mut buf)
         .expect("snapshot");
     let mut seen = Vec::new();
     let summary = new
@@ -487,7 +487,7 @@ fn a_region_whose_data_was_lost_rejoins_from_a_snapshot_and_misses_nothing() {
 
 fn join_err(new: &Store, from: &Store) -> String {
     let mut buf = Vec::new();
-    from.snapshot_to(new.region().as_str(), &mut buf)
+    from.snapshot_to(new.region().as_str(), new.store_id(), &mut buf)
         .expect("snapshot");
     new.join_from(&mut buf.as_slice(), &mut |_, _| {})
         .expect_err("must fail")
@@ -503,7 +503,7 @@ fn a_damaged_or_cut_off_snapshot_is_refused_with_a_clear_error() {
             .expect("write");
     }
     let mut buf = Vec::new();
-    s[0].snapshot_to("south", &mut buf).expect("snapshot");
+    s[0].snapshot_to("south", 1, &mut buf).expect("snapshot");
     let cut = region("south");
     let e = cut
         .join_from(&mut &buf[..buf.len() - 5], &mut |_, _| {})
@@ -521,7 +521,7 @@ fn a_damaged_or_cut_off_snapshot_is_refused_with_a_clear_error() {
         .expect_err("not a snapshot");
     assert!(e.to_string().contains("not a converge snapshot"), "{e}");
     assert!(
-        s[0].snapshot_to("west", &mut Vec::new()).is_err(),
+        s[0].snapshot_to("west", 1, &mut Vec::new()).is_err(),
         "not from itself"
     );
 }
@@ -559,4 +559,83 @@ fn concurrent_deletes_under_a_manual_policy_are_no_conflict_and_are_collected() 
             st.region()
         );
     }
+}
+
+#[test]
+fn a_region_rejoining_under_its_name_replaces_the_claims_of_its_lost_store_everywhere() {
+    // Review finding: east still credited the lost south store with the delete after south
+    // rejoined from west (which lacked it), purged the tombstone, and south's concurrent
+    // update then showed alone at east while south and west held both.
+    set_time(0);
+    let s = setup(&["west", "east", "south"], ConflictPolicy::default());
+    let (west, east) = (&s[0], &s[1]);
+    west.upsert_item("db", "c", json!({"id": "k", "pk": "p", "v": 0}))
+        .expect("write");
+    exchange(&s.iter().collect::<Vec<_>>());
+    // West is away; east deletes k, south applies the delete and says so.
+    set_time(5);
+    east.delete_item("db", "c", &pk(), "k", None)
+        .expect("delete");
+    exchange(&[&s[1], &s[2]]);
+    exchange(&[&s[1], &s[2]]);
+    // South's data is lost; it rejoins from west, which has not seen the delete.
+    set_time(10);
+    let south = region("south");
+    join(&south, west);
+    south
+        .upsert_item("db", "c", json!({"id": "k", "pk": "p", "v": "south"}))
+        .expect("concurrent update");
+    // West comes back, hearing from east only; then everyone collects, then heals.
+    pull(west, east);
+    pull(east, west);
+    pull(west, east);
+    pull(east, west);
+    set_time(20);
+    for st in [west, east] {
+        assert_eq!(
+            st.collect(NO_GRACE).expect("collect").tombstones,
+            0,
+            "{}: the rejoined south has not seen the delete",
+            st.region()
+        );
+    }
+    let all = [west, east, &south];
+    exchange(&all);
+    exchange(&all);
+    let state = |st: &Store| st.read_item("db", "c", &pk(), "k").ok().map(|i| i.etag);
+    assert_eq!(state(west), state(&south), "west and south");
+    assert_eq!(state(east), state(&south), "east and south");
+}
+
+#[test]
+fn a_joiner_never_heard_from_is_forgotten_and_stops_holding_collection_back() {
+    // Review finding: one aborted snapshot request made a member that held collection back
+    // in every region for good.
+    set_time(0);
+    let s = setup(&["west", "east"], ConflictPolicy::default());
+    let all: Vec<&Store> = s.iter().collect();
+    s[0].upsert_item("db", "c", json!({"id": "x", "pk": "p"}))
+        .expect("write");
+    exchange(&all);
+    let mut sink = Vec::new();
+    s[0].snapshot_to("ghost", 99, &mut sink).expect("snapshot");
+    s[0].delete_item("db", "c", &pk(), "x", None)
+        .expect("delete");
+    exchange(&all);
+    exchange(&all);
+    set_time(10);
+    assert_eq!(
+        s[0].collect(NO_GRACE).expect("collect").tombstones,
+        0,
+        "the joiner may come"
+    );
+    // Eleven minutes of silence.
+    set_time(11 * 60 * 1000);
+    assert_eq!(s[0].collect(NO_GRACE).expect("collect").tombstones, 1);
+    assert!(
+        s[0].members()
+            .expect("members")
+            .iter()
+            .all(|m| m.region != "ghost")
+    );
 }

@@ -844,6 +844,9 @@ async fn add_peer(
 struct SnapshotQuery {
     /// The joining region's name.
     region: String,
+    /// The joining store's id (`Store::store_id`).
+    #[serde(default)]
+    store: u64,
 }
 
 /// A snapshot of this region for a joining region, streamed as it is read (see
@@ -859,7 +862,7 @@ async fn snapshot(
     tokio::task::spawn_blocking(move || {
         let mut out = crate::snapshot::ChannelWriter::new(tx.clone());
         let result = store
-            .snapshot_to(&q.region, &mut out)
+            .snapshot_to(&q.region, q.store, &mut out)
             .and_then(|s| out.finish().map(|()| s));
         match result {
             Ok(s) => eprintln!(

@@ -119,8 +119,9 @@ pub fn join(
         .into();
     let base = url.trim_end_matches('/');
     let mut req = agent.get(format!(
-        "{base}/_replication/snapshot?region={}",
-        store.region()
+        "{base}/_replication/snapshot?region={}&store={}",
+        store.region(),
+        store.store_id()
     ));
     if let Some(k) = key {
         req = req.header("Authorization", format!("Bearer {k}"));

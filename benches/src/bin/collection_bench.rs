@@ -159,7 +159,10 @@ fn main() -> Result<()> {
     for _ in 0..3 {
         exchange(&s)?;
     }
-    println!("written and replicated in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "written and replicated in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let before = report("before collection", dir, &s)?;
     let started = Instant::now();
     for _ in 0..2 {
@@ -209,8 +212,11 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let summary = std::thread::scope(|scope| -> Result<converge_core::SnapshotSummary> {
         let producer = scope.spawn(|| {
-            let mut w = ChannelWrite { tx, buf: Vec::new() };
-            let r = src.snapshot_to("joiner", &mut w);
+            let mut w = ChannelWrite {
+                tx,
+                buf: Vec::new(),
+            };
+            let r = src.snapshot_to("joiner", joiner.store_id(), &mut w);
             w.send();
             r
         });
@@ -232,7 +238,8 @@ fn main() -> Result<()> {
         summary.bytes as f64 / (1 << 20) as f64,
         summary.items as f64 / secs
     );
-    let check = joiner.read_log_for(Some((joiner.region(), &joiner.applied())), Cursor::START, 1)?;
+    let check =
+        joiner.read_log_for(Some((joiner.region(), &joiner.applied())), Cursor::START, 1)?;
     assert!(!check.versions.is_empty());
     Ok(())
 }

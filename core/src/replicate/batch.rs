@@ -64,6 +64,10 @@ pub struct MemberReport {
     pub applied: Applied,
     /// Whether it was retired.
     pub retired: bool,
+    /// Which store of the region the vector is of (when it was created: a later store of the
+    /// same name, one that joined after its data was lost, has a higher one, and its vector
+    /// replaces the lost store's claims).
+    pub store: u64,
 }
 
 /// Versions read from one region's log, in log order, with the cursor to continue from.
@@ -82,6 +86,8 @@ pub struct Batch {
     pub applied: Option<Applied>,
     /// The latest vector the source knows of each other member (relayed stability).
     pub members: Vec<MemberReport>,
+    /// The source's store (see [`MemberReport::store`]).
+    pub store: u64,
 }
 
 impl Batch {
@@ -139,6 +145,7 @@ mod tests {
             more: false,
             applied: Some([(RegionId::new("west").expect("name"), 4)].into()),
             members: vec![],
+            store: 7,
         };
         let mut bytes = b.encode();
         assert_eq!(Batch::decode(&bytes).expect("round trip"), b);

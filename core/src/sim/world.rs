@@ -635,8 +635,9 @@ impl World {
         self.open(n)?;
         self.at(src);
         let mut snapshot = Vec::new();
+        let joiner = self.store(n).store_id();
         self.store(src)
-            .snapshot_to(&self.regions[n].name, &mut snapshot)?;
+            .snapshot_to(&self.regions[n].name, joiner, &mut snapshot)?;
         self.at(n);
         let summary = self
             .store(n)

@@ -12,6 +12,9 @@ use crate::model::{CreationId, ItemKey, SYSTEM_CREATION};
 use serde::Deserialize;
 use std::time::Duration;
 
+/// A region that asked for a snapshot and is not heard from within this long is forgotten.
+const JOINER_TTL_MS: u64 = 10 * 60 * 1000;
+
 /// Keys one collection transaction looks at.
 const CHUNK: usize = 256;
 
@@ -64,6 +67,7 @@ impl Store {
         self.write_tx(Sync::Lazy, |tx| {
             let counter = tx.counter();
             let mut probe = tx.stability().clone();
+            probe.forget_silent_joiners(tx.now_ms(), JOINER_TTL_MS);
             probe.recompute(counter);
             if probe.is_dirty() {
                 *tx.stability_mut() = probe;

@@ -270,6 +270,7 @@ impl Store {
                 },
                 applied: complete.then_some(published.applied),
                 members,
+                store: self.store_id,
             })
         })
     }
@@ -286,6 +287,7 @@ impl Store {
             let counter = self.applied().get(&self.region).copied().unwrap_or(0);
             probe.merge(
                 &batch.source,
+                batch.store,
                 batch.applied.as_ref(),
                 &batch.members,
                 counter,
@@ -302,6 +304,7 @@ impl Store {
             let mut probe = stab.clone();
             probe.merge(
                 &batch.source,
+                batch.store,
                 batch.applied.as_ref(),
                 &batch.members,
                 counter,

@@ -239,6 +239,8 @@ pub struct Store {
     backend: Backend,
     region: RegionId,
     incarnation: Incarnation,
+    /// Which store of the region this is (`META_STORE`).
+    store_id: u64,
     writer: Mutex<Writer_>,
     /// The last log position a reader may return (committed durably); read without the
     /// writer, so peers pulling never wait for a transaction.
@@ -273,6 +275,10 @@ const META_WRITER: &[u8] = b"writer";
 /// The clock's persisted bound (physical ms, see [`WriterState::clock_bound`]). Stores
 /// written before it existed resume from the writer state's clock.
 const META_CLOCK: &[u8] = b"clock";
+/// Which store of its region this is: its counter when it was created (see
+/// `MemberReport::store`). Stores written before it existed take their counter at the open
+/// that adds it.
+const META_STORE: &[u8] = b"store";
 
 /// Wall-clock time, ms since the epoch.
 pub(crate) fn wall_ms() -> u64 {
@@ -323,7 +329,7 @@ impl Store {
             Some(f) => Incarnation(f().max(1)),
             None => random_incarnation(),
         };
-        let (state, actors, stab) = backend.write(Sync::Durable, |kv| {
+        let (state, actors, stab, store_id) = backend.write(Sync::Durable, |kv| {
             match kv.get(Table::Meta, META_FORMAT)? {
                 Some(f) => {
                     let found: u32 = decode("format", &f)?;
@@ -405,6 +411,13 @@ impl Store {
             actors.by_writer.insert(w.clone(), me);
             actors.by_id.push(w);
             kv.put(Table::Meta, META_WRITER, &encode(&state)?)?;
+            let store_id = match kv.get(Table::Meta, META_STORE)? {
+                Some(b) => decode::<u64>("store", &b)?,
+                None => {
+                    kv.put(Table::Meta, META_STORE, &encode(&state.counter)?)?;
+                    state.counter
+                }
+            };
             let mut stab = stability::Stability::load(
                 kv,
                 &region_id,
@@ -412,7 +425,7 @@ impl Store {
             )?;
             stab.recompute(state.counter);
             stab.persist(kv)?;
-            Ok((state, actors, stab))
+            Ok((state, actors, stab, store_id))
         })?;
         let clock = match options.clock_source {
             Some(f) => Clock::with_source(state.clock, f),
@@ -428,6 +441,7 @@ impl Store {
             backend,
             region: region_id,
             incarnation,
+            store_id,
             writer: Mutex::new(Writer_ {
                 state,
                 clock,
@@ -463,6 +477,12 @@ impl Store {
     /// mismatch (fuel counts and stack use depend on it).
     pub fn engine_fingerprint(&self) -> crate::udf::EngineFingerprint {
         crate::udf::EngineFingerprint::current()
+    }
+
+    /// Which store of its region this is: the counter it started at when it was created. A
+    /// store created later for the same region (after its data was lost) has a higher one.
+    pub fn store_id(&self) -> u64 {
+        self.store_id
     }
 
     /// The incarnation this open took.

@@ -38,6 +38,8 @@ pub struct SnapshotSummary {
 #[derive(Serialize, Deserialize)]
 struct Head {
     source: RegionId,
+    /// The source's store id.
+    store: u64,
     incarnation: Incarnation,
     lsn: u64,
     applied: Applied,
@@ -134,10 +136,16 @@ fn next_part(input: &mut dyn Read, bytes: &mut u64) -> Result<Part> {
 }
 
 impl Store {
-    /// Streams a snapshot of this region to `out` for the region `joiner`, which becomes a
-    /// member from this state on (an earlier store of its name counts no more). See
-    /// [`join_from`](Self::join_from).
-    pub fn snapshot_to(&self, joiner: &str, out: &mut dyn Write) -> Result<SnapshotSummary> {
+    /// Streams a snapshot of this region to `out` for the region `joiner` (its store
+    /// `joiner_store`, [`store_id`](Self::store_id)), which becomes a member from this state on
+    /// (an earlier store of its name counts no more; a joiner never heard from afterwards is
+    /// forgotten after ten minutes). See [`join_from`](Self::join_from).
+    pub fn snapshot_to(
+        &self,
+        joiner: &str,
+        joiner_store: u64,
+        out: &mut dyn Write,
+    ) -> Result<SnapshotSummary> {
         let joiner = RegionId::new(joiner)?;
         if joiner == self.region {
             return Err(Error::invalid(format!(
@@ -159,7 +167,8 @@ impl Store {
         // now on, as it waits for any member.
         self.write_tx(self.commit_sync(), |tx| {
             let now = tx.now_ms();
-            tx.stability_mut().joined(&joiner, &published.applied, now);
+            tx.stability_mut()
+                .joined(&joiner, joiner_store, &published.applied, now);
             Ok(())
         })?;
         let view = self.stability_view()?;
@@ -182,6 +191,7 @@ impl Store {
             }
             framer.put(&Part::Head(Box::new(Head {
                 source: self.region.clone(),
+                store: self.store_id,
                 incarnation: self.incarnation,
                 lsn: published.lsn,
                 applied: published.applied.clone(),
@@ -338,8 +348,11 @@ impl Store {
                 head.source.as_str().as_bytes(),
                 &super::codec::encode(&cursor)?,
             )?;
+            let now = tx.now_ms();
             tx.stability_mut().adopt(
                 &head.source,
+                head.store,
+                now,
                 &head.applied,
                 &head.stable,
                 &head.collected,

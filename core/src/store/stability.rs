@@ -63,6 +63,11 @@ pub(crate) struct MemberRecord {
     pub cut: u64,
     /// When its vector last grew here (ms since the epoch, this region's clock).
     pub heard_ms: u64,
+    /// Which store of the region the vectors are of (see [`MemberReport::store`]).
+    pub store: u64,
+    /// A region that asked for a snapshot and has not been heard from since: it is forgotten
+    /// if it stays silent (a join that never finished must not hold collection back forever).
+    pub provisional: bool,
 }
 
 /// Raises `into` to at least `from`, entry by entry; says whether anything grew.
@@ -96,6 +101,8 @@ pub(crate) struct Stability {
     collected: Applied,
     /// Members whose records changed since the last [`Stability::persist`].
     dirty: BTreeSet<RegionId>,
+    /// Members forgotten since then (their records go).
+    forgotten: BTreeSet<RegionId>,
     own_dirty: bool,
     stable_dirty: bool,
     collected_dirty: bool,
@@ -120,6 +127,7 @@ impl Stability {
             stable: Applied::new(),
             collected: Applied::new(),
             dirty: BTreeSet::new(),
+            forgotten: BTreeSet::new(),
             own_dirty: false,
             stable_dirty: false,
             collected_dirty: false,
@@ -225,6 +233,7 @@ impl Stability {
                 region: r.clone(),
                 applied: m.latest.clone(),
                 retired: m.retired,
+                store: m.store,
             })
             .collect()
     }
@@ -236,6 +245,7 @@ impl Stability {
     pub(crate) fn merge(
         &mut self,
         source: &RegionId,
+        source_store: u64,
         source_applied: Option<&Applied>,
         reports: &[MemberReport],
         counter: u64,
@@ -251,10 +261,40 @@ impl Stability {
                 self.know(r);
             }
             let m = self.members.get_mut(&rep.region).expect("known above");
+            // A later store of the region (it joined after its data was lost): its vector
+            // replaces what the lost store claimed. An earlier one's claims count no more.
+            if rep.store > m.store {
+                m.store = rep.store;
+                m.latest = Applied::new();
+                m.confirmed = Applied::new();
+                m.pending = None;
+                self.dirty.insert(rep.region.clone());
+            } else if rep.store < m.store {
+                continue;
+            }
             // Retirement comes from the retirement item alone (the flag is for display).
             if raise(&mut m.latest, &rep.applied) {
                 m.heard_ms = m.heard_ms.max(now_ms);
                 self.dirty.insert(rep.region.clone());
+            }
+        }
+        {
+            let m = self.members.get_mut(source).expect("known above");
+            if source_store > m.store {
+                m.store = source_store;
+                m.latest = Applied::new();
+                m.confirmed = Applied::new();
+                m.pending = None;
+                self.dirty.insert(source.clone());
+            }
+            // Heard from directly: a joiner is no longer provisional. (Written at most every
+            // 10 s: an idle peer's long polls commit nothing.)
+            if m.store == source_store
+                && (m.provisional || m.heard_ms.saturating_add(10_000) < now_ms)
+            {
+                m.provisional = false;
+                m.heard_ms = now_ms;
+                self.dirty.insert(source.clone());
             }
         }
         if let Some(applied) = source_applied {
@@ -262,7 +302,7 @@ impl Stability {
                 self.know(r);
             }
             let m = self.members.get_mut(source).expect("known above");
-            if raise(&mut m.latest, applied) {
+            if m.store == source_store && raise(&mut m.latest, applied) {
                 m.heard_ms = m.heard_ms.max(now_ms);
                 self.dirty.insert(source.clone());
             }
@@ -335,7 +375,7 @@ impl Stability {
 
     /// A region joins from this region's snapshot, holding `applied`: its record starts over
     /// from that (an earlier store of the same name may have claimed more).
-    pub(crate) fn joined(&mut self, region: &RegionId, applied: &Applied, now_ms: u64) {
+    pub(crate) fn joined(&mut self, region: &RegionId, store: u64, applied: &Applied, now_ms: u64) {
         if *region == self.me {
             return;
         }
@@ -350,16 +390,37 @@ impl Stability {
                 retired: false,
                 cut: 0,
                 heard_ms: now_ms,
+                store,
+                provisional: true,
             },
         );
         self.dirty.insert(region.clone());
     }
 
+    /// Forgets the joiners not heard from within `ttl_ms` of asking for a snapshot; says
+    /// whether any was. (One that joins later is refused a collected log and joins again.)
+    pub(crate) fn forget_silent_joiners(&mut self, now_ms: u64, ttl_ms: u64) -> bool {
+        let silent: Vec<RegionId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.provisional && m.heard_ms.saturating_add(ttl_ms) < now_ms)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in &silent {
+            self.members.remove(r);
+            self.forgotten.insert(r.clone());
+        }
+        !silent.is_empty()
+    }
+
     /// This (new) region starts from `source`'s snapshot: its members, its vector (as this
     /// region's, since it holds all of it), its stable point and what it collected.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn adopt(
         &mut self,
         source: &RegionId,
+        source_store: u64,
+        now_ms: u64,
         applied: &Applied,
         stable: &Applied,
         collected: &Applied,
@@ -374,6 +435,9 @@ impl Stability {
         let mut theirs = applied.clone();
         theirs.remove(&self.me);
         let src = self.members.entry(source.clone()).or_default();
+        src.store = source_store;
+        src.heard_ms = now_ms;
+        src.provisional = false;
         raise(&mut src.latest, applied);
         raise(&mut src.confirmed, applied);
         src.pending = None;
@@ -385,11 +449,18 @@ impl Stability {
 
     /// Whether anything needs writing.
     pub(crate) fn is_dirty(&self) -> bool {
-        !self.dirty.is_empty() || self.own_dirty || self.stable_dirty || self.collected_dirty
+        !self.dirty.is_empty()
+            || !self.forgotten.is_empty()
+            || self.own_dirty
+            || self.stable_dirty
+            || self.collected_dirty
     }
 
     /// Writes what changed.
     pub(crate) fn persist(&mut self, kv: &mut dyn KvWrite) -> Result<()> {
+        for r in std::mem::take(&mut self.forgotten) {
+            kv.remove(Table::Members, r.as_str().as_bytes())?;
+        }
         for r in std::mem::take(&mut self.dirty) {
             if let Some(m) = self.members.get(&r) {
                 kv.put(Table::Members, r.as_str().as_bytes(), &encode(m)?)?;
@@ -466,6 +537,7 @@ mod tests {
             stable: Applied::new(),
             collected: Applied::new(),
             dirty: BTreeSet::new(),
+            forgotten: BTreeSet::new(),
             own_dirty: false,
             stable_dirty: false,
             collected_dirty: false,
@@ -477,7 +549,14 @@ mod tests {
         let mut west = empty("west");
         // East reports it applied west's writes up to 5, at its own counter 9; west has not
         // applied east's writes up to 9 yet: east's report is pending, nothing is stable.
-        west.merge(&r("east"), Some(&v(&[("east", 9), ("west", 5)])), &[], 7, 1);
+        west.merge(
+            &r("east"),
+            0,
+            Some(&v(&[("east", 9), ("west", 5)])),
+            &[],
+            7,
+            1,
+        );
         // The batch carried east's vector at its end: west applied east through 9.
         assert_eq!(west.own(7), v(&[("east", 9), ("west", 7)]));
         assert_eq!(west.stable_of(&r("west")), 5);
@@ -486,11 +565,13 @@ mod tests {
         let mut three = empty("west");
         three.merge(
             &r("east"),
+            0,
             Some(&v(&[("east", 9), ("west", 5)])),
             &[MemberReport {
                 region: r("north"),
                 applied: v(&[("north", 4), ("west", 6), ("east", 9)]),
                 retired: false,
+                store: 0,
             }],
             7,
             1,
@@ -501,7 +582,7 @@ mod tests {
             "north's report waits for north's writes"
         );
         // Once west applied north's writes up to 4, north's report is confirmed.
-        three.merge(&r("north"), Some(&v(&[("north", 4)])), &[], 7, 2);
+        three.merge(&r("north"), 0, Some(&v(&[("north", 4)])), &[], 7, 2);
         assert_eq!(three.stable_of(&r("west")), 5);
         assert_eq!(
             three.stable_of(&r("north")),
@@ -513,7 +594,14 @@ mod tests {
     #[test]
     fn the_stable_point_never_goes_back_when_a_member_appears() {
         let mut west = empty("west");
-        west.merge(&r("east"), Some(&v(&[("east", 3), ("west", 2)])), &[], 2, 1);
+        west.merge(
+            &r("east"),
+            0,
+            Some(&v(&[("east", 3), ("west", 2)])),
+            &[],
+            2,
+            1,
+        );
         assert_eq!(west.stable_of(&r("west")), 2);
         west.know(&r("south"));
         west.recompute(2);
@@ -530,8 +618,16 @@ mod tests {
                 region: r("east"),
                 applied: v(&[("east", 10 * i), ("west", i)]),
                 retired: false,
+                store: 0,
             };
-            west.merge(&r("relay"), Some(&v(&[("east", 10 * i - 5)])), &[rep], 9, i);
+            west.merge(
+                &r("relay"),
+                0,
+                Some(&v(&[("east", 10 * i - 5)])),
+                &[rep],
+                9,
+                i,
+            );
         }
         // The first pending report (east at 10) was confirmed once west reached east's 15.
         let east = &west.members[&r("east")];
