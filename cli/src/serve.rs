@@ -57,10 +57,19 @@ pub struct ServeArgs {
     join: Option<String>,
 }
 
+/// The file that marks a data directory whose `--join` has not finished.
+const JOINING: &str = "join-in-progress";
+
 /// Fills the empty data directory from a snapshot of the region at `url`, with a progress bar
 /// on stderr (stdout's first line stays the `listening on` line).
 fn join(args: &ServeArgs, url: &str, key: Option<&str>) -> Result<()> {
     let file = args.data.join(converge_core::STORE_FILE);
+    let marker = args.data.join(JOINING);
+    if file.exists() && marker.exists() {
+        // An earlier join stopped half-way (killed): what it left is of no use.
+        eprintln!("an earlier --join did not finish: starting it over");
+        std::fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
+    }
     if file.exists() {
         bail!(
             "--join starts a region on an empty data directory, and {} already holds a store: \
@@ -73,6 +82,9 @@ fn join(args: &ServeArgs, url: &str, key: Option<&str>) -> Result<()> {
     let options = converge_core::StoreOptions::new()
         .resolver_host(std::sync::Arc::new(converge_core::WasmResolvers::new()))
         .durability(converge_core::Durability::Deferred);
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    std::fs::write(&marker, url).with_context(|| format!("cannot write {}", marker.display()))?;
     let store = converge_core::Store::open(&args.data, &args.region, options)?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -91,6 +103,8 @@ fn join(args: &ServeArgs, url: &str, key: Option<&str>) -> Result<()> {
     drop(store);
     match result {
         Ok(s) => {
+            std::fs::remove_file(&marker)
+                .with_context(|| format!("cannot remove {}", marker.display()))?;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             eprintln!(
                 "joined from {url}: {} items, {:.1} MiB in {secs:.1} s ({:.0} items/s); \
@@ -104,7 +118,8 @@ fn join(args: &ServeArgs, url: &str, key: Option<&str>) -> Result<()> {
         Err(e) => {
             // A half-filled store is of no use: the directory is left as it was found.
             let _ = std::fs::remove_file(&file);
-            bail!("{e}; the data directory was left empty: run the command again")
+            let _ = std::fs::remove_file(&marker);
+            bail!("{e}; the data directory was left empty")
         }
     }
 }
@@ -150,6 +165,12 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     };
     if let Some(url) = &args.join {
         join(&args, url, key.as_deref())?;
+    } else if args.data.join(JOINING).exists() {
+        bail!(
+            "{} holds a --join that did not finish (the process was stopped): run the same \
+             command with --join <url> again to start it over",
+            args.data.display()
+        );
     }
     let config = ServeConfig {
         region: args.region,

@@ -284,6 +284,31 @@ fn a_fourth_region_joins_a_running_deployment_with_one_command_and_catches_up() 
         Duration::from_secs(30),
     );
     south.stop();
+    // A join whose process was killed half-way leaves its mark: the directory is refused
+    // without --join, and the same --join command starts it over.
+    std::fs::write(south.dir.join("join-in-progress"), r[0].url()).expect("mark");
+    std::fs::write(south.dir.join("converge.redb"), b"half a store").expect("junk");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["serve", "--region", "south", "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(&south.dir)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not finish"),
+        "{out:?}"
+    );
+    south.extra.extend(["--join".to_owned(), r[1].url()]);
+    south.start();
+    converge(
+        &a,
+        &[&r[0], &r[1], &r[2], &south],
+        "c",
+        Duration::from_secs(30),
+    );
+    assert!(!south.dir.join("join-in-progress").exists());
+    south.stop();
     for reg in &mut r {
         reg.stop();
     }

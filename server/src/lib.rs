@@ -235,7 +235,16 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
             .chain(peer_locations)
             .collect();
         listening(bound);
-        if let Some(source) = config.joined_from.clone() {
+        if let Some(source) = config.joined_from.clone()
+            && config.advertise.is_none()
+            && bound.ip().is_unspecified()
+        {
+            eprintln!(
+                "[{}] listening on {bound}: pass --advertise <url> so {source} can pull from \
+                 this region (it was not asked to)",
+                config.region
+            );
+        } else if let Some(source) = config.joined_from.clone() {
             let own = state.locations[0].1.trim_end_matches('/').to_owned();
             let (region, key) = (config.region.clone(), config.key.clone());
             let tls = peer_tls.clone();

@@ -28,9 +28,16 @@ impl std::str::FromStr for Peer {
             format!("{s:?}: a peer is <region>=<url>, such as east=http://10.0.0.2:8080")
         })?;
         converge_core::RegionId::new(name).map_err(|e| format!("{s:?}: {e}"))?;
-        if !url.starts_with("http://") && !url.starts_with("https://") {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| format!("{s:?}: the peer's URL must start with http:// or https://"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("{s:?}: the peer's URL names no host"));
+        }
+        if !url.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!(
-                "{s:?}: the peer's URL must start with http:// or https://"
+                "{s:?}: the peer's URL holds a space or a control character"
             ));
         }
         Ok(Peer {
@@ -255,4 +262,35 @@ fn jitter_seed(name: &str) -> u64 {
     name.bytes()
         .fold(t | 1, |h, b| h.rotate_left(5) ^ u64::from(b))
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls_name_a_host_and_hold_no_space_or_control_character() {
+        assert!("east=http://10.0.0.2:8080".parse::<Peer>().is_ok());
+        for bad in [
+            "east=http://",
+            "east=https:///x",
+            "east=http://a b",
+            "east=http://127.0.0.1:1\nnorth=http://x",
+            "east=ftp://x",
+            "east",
+            "..=http://x",
+        ] {
+            assert!(bad.parse::<Peer>().is_err(), "{bad:?} was taken");
+        }
+    }
+
+    #[test]
+    fn applied_vectors_round_trip_and_bad_ones_are_refused() {
+        let v = parse_applied("west:5,east:7").expect("parse");
+        assert_eq!(parse_applied(&applied_text(&v)).expect("again"), v);
+        assert!(parse_applied("").expect("empty").is_empty());
+        for bad in ["west", "west:x", ":5", "we st:1"] {
+            assert!(parse_applied(bad).is_err(), "{bad:?}");
+        }
+    }
 }
