@@ -152,7 +152,7 @@ fn main() -> Result<()> {
         // A delete of an item already deleted answers 404: that is part of the workload.
         let _ = s[region].write_many(DB, CONTAINER, ops)?;
         n += batch;
-        if n % 10_000 == 0 {
+        if n.is_multiple_of(10_000) {
             exchange(&s)?;
         }
     }
