@@ -132,12 +132,15 @@ fn main() -> Result<()> {
     let every_delete = (updates / deletes.max(1)).max(1);
     let batch = 1000;
     let mut n = 0usize;
+    let mut deleted = 0usize;
     while n < updates {
         let region = (n / batch) % 3;
         let ops: Vec<WriteOp> = (n..(n + batch).min(updates))
             .map(|i| {
                 let id = (i * 7919) % items;
-                if i % every_delete == every_delete - 1 {
+                // Deletes fall on any item (an item deleted then written again is a new one).
+                let roll = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                if roll % every_delete as u64 == 0 {
                     let body = item(id, a.size);
                     WriteOp::Delete {
                         partition_key: PartitionKey::from(body["pk"].as_str().unwrap_or("")),
@@ -150,7 +153,11 @@ fn main() -> Result<()> {
             })
             .collect();
         // A delete of an item already deleted answers 404: that is part of the workload.
-        let _ = s[region].write_many(DB, CONTAINER, ops)?;
+        let results = s[region].write_many(DB, CONTAINER, ops)?;
+        deleted += results
+            .iter()
+            .filter(|r| matches!(r, Ok(converge_core::WriteOutcome::Deleted)))
+            .count();
         n += batch;
         if n.is_multiple_of(10_000) {
             exchange(&s)?;
@@ -160,16 +167,18 @@ fn main() -> Result<()> {
         exchange(&s)?;
     }
     println!(
-        "written and replicated in {:.1} s",
+        "written and replicated in {:.1} s ({deleted} deletes of live items)",
         started.elapsed().as_secs_f64()
     );
     let before = report("before collection", dir, &s)?;
     let started = Instant::now();
-    for _ in 0..2 {
+    // Stability needs round trips: what a region applied reaches the others with their next
+    // pulls, and their confirmation with the pulls after.
+    for _ in 0..3 {
+        exchange(&s)?;
         for st in &s {
             st.collect(Duration::ZERO)?;
         }
-        exchange(&s)?;
     }
     println!("collected in {:.1} s", started.elapsed().as_secs_f64());
     let after = report("after collection", dir, &s)?;

@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 const MAGIC: &[u8; 4] = b"CVS1";
 /// Items applied per transaction when joining.
-const JOIN_CHUNK: usize = 512;
+const JOIN_CHUNK: usize = 4096;
 /// The largest frame read: an item with siblings of up to 2 MiB each; a bound on a broken peer.
 const MAX_FRAME: usize = 256 << 20;
 
