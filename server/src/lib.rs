@@ -409,12 +409,11 @@ fn collect_loop(store: &Store, metrics: &Metrics, grace: Duration, stop: &Atomic
                     |ms| format!("last heard {} s ago", ms / 1000),
                 );
                 eprintln!(
-                    "[{}] warning: member {} ({heard}) has not confirmed {} versions: \
-                     collection waits for it (retire it with `converge retire-region` if it is \
-                     gone for good)",
+                    "[{}] warning: member {} ({heard}) has not confirmed what this region has \
+                     applied: collection waits for it (retire it with `converge retire-region` \
+                     if it is gone for good)",
                     store.region(),
-                    m.region,
-                    m.behind
+                    m.region
                 );
                 warned.insert(m.region.clone(), std::time::Instant::now());
             }
