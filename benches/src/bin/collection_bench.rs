@@ -140,7 +140,7 @@ fn main() -> Result<()> {
                 let id = (i * 7919) % items;
                 // Deletes fall on any item (an item deleted then written again is a new one).
                 let roll = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-                if roll % every_delete as u64 == 0 {
+                if roll.is_multiple_of(every_delete as u64) {
                     let body = item(id, a.size);
                     WriteOp::Delete {
                         partition_key: PartitionKey::from(body["pk"].as_str().unwrap_or("")),
