@@ -57,6 +57,52 @@ pub struct ServeArgs {
     join: Option<String>,
 }
 
+/// Refuses to start a region on an empty data directory when a reachable peer has heard from
+/// it before: its data was lost, and starting empty would let it write concurrently with
+/// deletes its peers already collected. It must `--join` instead. (A peer that does not answer
+/// within a few seconds is not waited for.)
+fn refuse_a_lost_region(args: &ServeArgs, key: Option<&str>) -> Result<()> {
+    let Ok(tls) = converge_server::tls::peer_tls(args.peer_ca.as_deref()) else {
+        return Ok(());
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_global(Some(std::time::Duration::from_secs(3)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for peer in &args.peers {
+        let mut req = agent.get(format!("{}/_replication/members", peer.url));
+        if let Some(k) = key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        let Ok(mut resp) = req.call() else { continue };
+        if resp.status() != 200 {
+            continue;
+        }
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let known = v["members"].as_array().is_some_and(|m| {
+            m.iter().any(|m| {
+                m["region"] == args.region.as_str()
+                    && (!m["heard_ms_ago"].is_null()
+                        || m["applied"].as_object().is_some_and(|a| !a.is_empty()))
+            })
+        });
+        if known {
+            bail!(
+                "{} holds no store, but peer {} has heard from region {} before: its data was \
+                 lost. Start it from a snapshot instead: the same command with --join {}",
+                args.data.display(),
+                peer.name,
+                args.region,
+                peer.url
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The file that marks a data directory whose `--join` has not finished.
 const JOINING: &str = "join-in-progress";
 
@@ -165,6 +211,8 @@ pub fn run(args: ServeArgs) -> Result<bool> {
     };
     if let Some(url) = &args.join {
         join(&args, url, key.as_deref())?;
+    } else if !args.data.join(converge_core::STORE_FILE).exists() {
+        refuse_a_lost_region(&args, key.as_deref())?;
     } else if args.data.join(JOINING).exists() {
         bail!(
             "{} holds a --join that did not finish (the process was stopped): run the same \

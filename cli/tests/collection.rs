@@ -313,3 +313,46 @@ fn a_fourth_region_joins_a_running_deployment_with_one_command_and_catches_up() 
         reg.stop();
     }
 }
+
+#[test]
+fn a_region_whose_data_was_lost_is_refused_an_empty_start_and_rejoins_under_its_name() {
+    let root = tempfile::tempdir().expect("dir");
+    let mut r = mesh_with(root.path(), None, &["--tombstone-grace", "0s"]);
+    let a = agent();
+    container(&a, &r[0], "c", json!({"mode": "lww"}));
+    for id in ["x", "y", "z"] {
+        assert_eq!(upsert(&a, &r[0], "c", &json!({"id": id, "pk": "p"})), 201);
+    }
+    converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(20));
+    assert_eq!(delete(&a, &r[0], "x"), 204);
+    converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(20));
+    // North loses its disk.
+    r[2].kill9();
+    std::fs::remove_dir_all(&r[2].dir).expect("rm");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_converge"));
+    cmd.args(["serve", "--region", "north", "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(&r[2].dir);
+    for (p, port) in &r[2].peers {
+        cmd.args(["--peer", &format!("{p}=http://127.0.0.1:{port}")]);
+    }
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was lost") && err.contains("--join"), "{err}");
+    // The same command with --join brings it back, missing nothing.
+    let east = r[1].url();
+    r[2].extra.extend(["--join".to_owned(), east]);
+    r[2].start();
+    let items = converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(30));
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        upsert(&a, &r[2], "c", &json!({"id": "back", "pk": "p"})),
+        201
+    );
+    let items = converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(30));
+    assert_eq!(items.len(), 3);
+    for reg in &mut r {
+        reg.stop();
+    }
+}
