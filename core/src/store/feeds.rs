@@ -32,6 +32,25 @@ fn apply_all(tx: &mut super::tx::Tx<'_>, versions: &[Version]) -> Result<ApplyRe
     Ok(report)
 }
 
+/// `stab` with what `batch` says of the members merged in, if that changes anything.
+fn merged(
+    stab: &super::stability::Stability,
+    batch: &Batch,
+    counter: u64,
+    now_ms: u64,
+) -> Option<super::stability::Stability> {
+    let mut probe = stab.clone();
+    probe.merge(
+        &batch.source,
+        batch.store,
+        batch.applied.as_ref(),
+        &batch.members,
+        counter,
+        now_ms,
+    );
+    probe.is_dirty().then_some(probe)
+}
+
 /// An applied vector as text, `region:counter` joined by commas.
 pub(crate) fn applied_text(v: &Applied) -> String {
     v.iter()
@@ -283,35 +302,15 @@ impl Store {
         // out) commits nothing: an idle region would otherwise fsync once a second per peer.
         // Unless what it says of the members is news.
         if batch.versions.is_empty() && self.cursor(batch.source.as_str())? == batch.next {
-            let mut probe = (*self.stability_view()?).clone();
             let counter = self.applied().get(&self.region).copied().unwrap_or(0);
-            probe.merge(
-                &batch.source,
-                batch.store,
-                batch.applied.as_ref(),
-                &batch.members,
-                counter,
-                0,
-            );
-            if !probe.is_dirty() {
+            if merged(&*self.stability_view()?, batch, counter, 0).is_none() {
                 return Ok(ApplyReport::default());
             }
         }
         self.write_tx(self.commit_sync(), |tx| {
             let report = apply_all(tx, &batch.versions)?;
-            let (counter, now) = (tx.counter(), tx.now_ms());
-            let stab = tx.stability();
-            let mut probe = stab.clone();
-            probe.merge(
-                &batch.source,
-                batch.store,
-                batch.applied.as_ref(),
-                &batch.members,
-                counter,
-                now,
-            );
-            if probe.is_dirty() {
-                *tx.stability_mut() = probe;
+            if let Some(stab) = merged(tx.stability(), batch, tx.counter(), tx.now_ms()) {
+                *tx.stability_mut() = stab;
             }
             tx.kv.put(
                 Table::Cursors,

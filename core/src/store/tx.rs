@@ -325,6 +325,15 @@ impl<'a> Tx<'a> {
         Ok(id)
     }
 
+    /// A version's context with its writers interned.
+    fn intern_context(&mut self, ctx: &Context<Writer>) -> Result<Context<ActorId>> {
+        let mut out = Vec::with_capacity(ctx.entries().len());
+        for (w, c) in ctx.entries() {
+            out.push((self.intern(w)?, *c));
+        }
+        Ok(Context::from_entries(out))
+    }
+
     fn alloc_lsn(&mut self) -> u64 {
         let l = self.st.next_lsn;
         self.st.next_lsn += 1;
@@ -504,11 +513,7 @@ impl<'a> Tx<'a> {
         let ik = item_key(v.creation, &v.key);
         let mut rec = defs::load_item(&*self.kv, &ik)?.unwrap_or_else(ItemRecord::empty);
         let actor = self.intern(&v.dot.writer())?;
-        let mut vctx = Vec::with_capacity(v.context.entries().len());
-        for (w, c) in v.context.entries() {
-            vctx.push((self.intern(w)?, *c));
-        }
-        let vctx = Context::from_entries(vctx);
+        let vctx = self.intern_context(&v.context)?;
         if database && self.seen(&rec.context, actor, &v.dot) {
             if !local {
                 self.st.stats.remote_duplicates += 1;
@@ -619,11 +624,7 @@ impl<'a> Tx<'a> {
                 )));
             }
             let actor = self.intern(&v.dot.writer())?;
-            let mut vctx = Vec::with_capacity(v.context.entries().len());
-            for (w, c) in v.context.entries() {
-                vctx.push((self.intern(w)?, *c));
-            }
-            let vctx = Context::from_entries(vctx);
+            let vctx = self.intern_context(&v.context)?;
             let lsn = self.log_version(v, actor, &vctx)?;
             rec.siblings.push(StoredSibling {
                 actor,
@@ -653,11 +654,8 @@ impl<'a> Tx<'a> {
     /// applying it: its effects came with the snapshot's state.
     pub(super) fn bootstrap_log(&mut self, v: &Version) -> Result<()> {
         let actor = self.intern(&v.dot.writer())?;
-        let mut vctx = Vec::with_capacity(v.context.entries().len());
-        for (w, c) in v.context.entries() {
-            vctx.push((self.intern(w)?, *c));
-        }
-        self.log_version(v, actor, &Context::from_entries(vctx))?;
+        let vctx = self.intern_context(&v.context)?;
+        self.log_version(v, actor, &vctx)?;
         Ok(())
     }
 
