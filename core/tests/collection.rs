@@ -639,3 +639,44 @@ fn a_joiner_never_heard_from_is_forgotten_and_stops_holding_collection_back() {
             .all(|m| m.region != "ghost")
     );
 }
+
+/// Simulation seed 22039: a region whose only configured peer was retired had received
+/// another region's versions without a batch (so without its vector). It did not count that
+/// writer as a member, believed itself alone, and collected versions the writer never had.
+#[test]
+fn a_region_whose_versions_arrived_here_holds_collection_back_before_any_restart() {
+    set_time(0);
+    let west = region("west");
+    let east = region("east");
+    west.add_member("gone").expect("configured peer");
+    for s in [&west, &east] {
+        s.put_container("db", "c", "/pk", ConflictPolicy::default())
+            .expect("container");
+    }
+    east.upsert_item("db", "c", json!({"id": "e", "pk": "p"}))
+        .expect("east writes");
+    // East's versions reach west relayed by some third region: no batch of east's own.
+    west.apply_versions(&versions_of(&east, "e"))
+        .expect("relayed");
+    west.retire_region("gone").expect("retire");
+    west.upsert_item("db", "c", json!({"id": "w", "pk": "p"}))
+        .expect("west writes");
+    west.delete_item("db", "c", &pk(), "w", None)
+        .expect("delete");
+    set_time(10);
+    let r = west.collect(NO_GRACE).expect("collect");
+    assert_eq!(
+        (r.tombstones, r.log_entries),
+        (0, 0),
+        "west collected what east never applied: {r:?}"
+    );
+    assert!(
+        west.members()
+            .expect("members")
+            .iter()
+            .any(|m| m.region == "east" && m.holds_back),
+        "east is a member holding collection back"
+    );
+    pull(&east, &west);
+    assert!(!exists(&east, "w"), "east applied west's delete");
+}

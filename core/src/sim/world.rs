@@ -693,6 +693,15 @@ impl World {
             .filter(|(a, b)| *a != k && *b != k)
             .map(|(a, b)| (shift(a), shift(b)))
             .collect();
+        // In a chain the operator links the regions on either side of the retired one.
+        if self.chain && k < self.regions.len() {
+            let (left, right) = (
+                self.regions[k - 1].name.clone(),
+                self.regions[k].name.clone(),
+            );
+            self.store(k - 1).add_member(&right)?;
+            self.store(k).add_member(&left)?;
+        }
         self.report.retirements += 1;
         self.log(format!(
             "t={} {name} is gone; {} retires it (cut {cut})",

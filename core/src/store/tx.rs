@@ -322,6 +322,11 @@ impl<'a> Tx<'a> {
         let id = (n + self.new_actors.len()) as ActorId;
         self.kv.put(Table::Actors, &id.to_be_bytes(), &encode(w)?)?;
         self.new_actors.push(w.clone());
+        // A region whose versions this store holds is a member from now on, as it is when the
+        // store opens: collection waits for it.
+        if !self.stability().is_member(&w.0) {
+            self.stability_mut().know(&w.0);
+        }
         Ok(id)
     }
 
