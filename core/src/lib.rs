@@ -63,8 +63,8 @@ pub use resolve::{
 };
 pub use store::{
     ApplyReport, CollectReport, DEFAULT_CACHE_BYTES, DatabaseDef, Durability, Item, ItemState,
-    MemberStatus, STORE_FILE, SnapshotSummary, StorageCounts, Store, StoreOptions, StoreStats,
-    VisibleItem, WriteOp, WriteOutcome,
+    MemberStatus, Puller, STORE_FILE, SnapshotSummary, StorageCounts, Store, StoreOptions,
+    StoreStats, VisibleItem, WriteOp, WriteOutcome,
 };
 pub use udf::{
     ABI_VERSION, CallReport, CallTimings, DEFAULT_WATCHDOG, EngineFingerprint, MAX_LOG_BYTES,

@@ -24,7 +24,7 @@ fn setup(names: &[&str], policy: ConflictPolicy) -> Vec<Store> {
 }
 
 fn log_len(s: &Store) -> usize {
-    s.read_log_for(Some((s.region(), &s.applied())), Cursor::START, usize::MAX)
+    s.read_log_for(Some(&s.puller()), Cursor::START, usize::MAX)
         .expect("read log")
         .versions
         .len()
@@ -40,7 +40,7 @@ fn exists(s: &Store, id: &str) -> bool {
 
 /// Every version `s` holds of item `id` (to deliver again later, as a late copy would be).
 fn versions_of(s: &Store, id: &str) -> Vec<Version> {
-    s.read_log_for(Some((s.region(), &s.applied())), Cursor::START, usize::MAX)
+    s.read_log_for(Some(&s.puller()), Cursor::START, usize::MAX)
         .expect("read log")
         .versions
         .into_iter()
@@ -192,7 +192,7 @@ fn a_new_region_cannot_pull_a_collected_log_from_its_start() {
     set_time(10);
     assert!(s[0].collect(NO_GRACE).expect("collect").log_entries > 0);
     let fresh = region("south");
-    let refused = s[0].read_log_for(Some((fresh.region(), &fresh.applied())), Cursor::START, 100);
+    let refused = s[0].read_log_for(Some(&fresh.puller()), Cursor::START, 100);
     match refused {
         Err(Error::SnapshotNeeded(m)) => assert!(m.contains("--join"), "{m}"),
         other => panic!("expected SnapshotNeeded, got {other:?}"),
@@ -276,11 +276,7 @@ fn a_members_report_counts_only_once_its_own_writes_have_arrived() {
         .expect("y writes");
     pull(y, m);
     let partial = y
-        .read_log_for(
-            Some((x.region(), &x.applied())),
-            x.cursor("y").expect("cursor"),
-            1,
-        )
+        .read_log_for(Some(&x.puller()), x.cursor("y").expect("cursor"), 1)
         .expect("read");
     assert!(partial.more);
     x.apply_batch(&partial).expect("apply");
@@ -432,7 +428,7 @@ fn a_region_whose_data_was_lost_rejoins_from_a_snapshot_and_misses_nothing() {
     assert_eq!(west_list.len(), 10);
     // East loses its data and starts empty: its peers refuse to serve it their logs.
     let fresh = region("east");
-    let refused = s[0].read_log_for(Some((fresh.region(), &fresh.applied())), Cursor::START, 10);
+    let refused = s[0].read_log_for(Some(&fresh.puller()), Cursor::START, 10);
     assert!(
         matches!(refused, Err(Error::SnapshotNeeded(_))),
         "{refused:?}"
@@ -465,6 +461,14 @@ fn a_region_whose_data_was_lost_rejoins_from_a_snapshot_and_misses_nothing() {
         "the open conflict came with the snapshot"
     );
     assert!(!feed(&fresh).is_empty());
+    // North has not heard of east's new store yet: it refuses it until west's news arrives
+    // (a store it did not hear of may as well be one that started empty without joining).
+    let unknown = s[2].read_log_for(Some(&fresh.puller()), Cursor::START, 10);
+    assert!(
+        matches!(&unknown, Err(Error::SnapshotNeeded(m)) if m.contains("has not heard of")),
+        "{unknown:?}"
+    );
+    pull(&s[2], &s[0]);
     // It pulls from every peer from where the snapshot left off, and writes.
     let all = [&s[0], &fresh, &s[2]];
     fresh
@@ -679,4 +683,99 @@ fn a_region_whose_versions_arrived_here_holds_collection_back_before_any_restart
     );
     pull(&east, &west);
     assert!(!exists(&east, "w"), "east applied west's delete");
+}
+
+/// Review finding (stop 20): a region whose data was lost and that started empty without
+/// joining, while no peer answered, was served and taken in by peers that had not collected.
+#[test]
+fn a_store_its_peers_do_not_know_is_refused_until_it_joins_and_its_lost_store_after() {
+    set_time(0);
+    let s = setup(&["west", "east"], ConflictPolicy::default());
+    s[1].upsert_item("db", "c", json!({"id": "kept", "pk": "p"}))
+        .expect("east writes");
+    exchange(&[&s[0], &s[1]]);
+    // East's directory is lost; it starts empty and writes before anyone notices.
+    set_time(5);
+    let wiped = region("east");
+    wiped
+        .put_container("db", "c", "/pk", ConflictPolicy::default())
+        .expect("container");
+    wiped
+        .upsert_item("db", "c", json!({"id": "stray", "pk": "p"}))
+        .expect("wiped east writes");
+    let refused = s[0].read_log_for(Some(&wiped.puller()), Cursor::START, 10);
+    assert!(
+        matches!(&refused, Err(Error::SnapshotNeeded(m)) if m.contains("--join")),
+        "{refused:?}"
+    );
+    let batch = wiped
+        .read_log_for(Some(&s[0].puller()), Cursor::START, 100)
+        .expect("wiped east serves");
+    let taken = s[0].apply_batch(&batch);
+    assert!(
+        matches!(&taken, Err(Error::SnapshotNeeded(m)) if m.contains("has not heard of")),
+        "{taken:?}"
+    );
+    assert!(
+        !exists(&s[0], "stray"),
+        "west took a batch of an unknown store"
+    );
+    assert!(exists(&s[0], "kept"));
+    // Started again and joined, it is taken in; the store it replaced is refused from then on.
+    set_time(6);
+    let joined = region("east");
+    join(&joined, &s[0]);
+    pull(&s[0], &joined);
+    pull(&joined, &s[0]);
+    let old = s[0].read_log_for(Some(&s[1].puller()), Cursor::START, 10);
+    assert!(
+        matches!(&old, Err(Error::SnapshotNeeded(m)) if m.contains("earlier store")),
+        "{old:?}"
+    );
+    let old_batch = s[1].read_log(Cursor::START, 100).expect("old east's log");
+    assert!(matches!(
+        s[0].apply_batch(&old_batch),
+        Err(Error::SnapshotNeeded(_))
+    ));
+}
+
+/// A region that pulls is a member from its first pull: collection waits for it while it
+/// keeps pulling, and forgets it ten minutes after its last pull if no batch of it arrived.
+#[test]
+fn a_region_that_only_pulls_holds_collection_back_while_it_pulls() {
+    set_time(0);
+    let s = setup(&["west", "east"], ConflictPolicy::default());
+    s[0].upsert_item("db", "c", json!({"id": "x", "pk": "p"}))
+        .expect("write");
+    let reader = region("reader");
+    pull(&reader, &s[0]);
+    s[0].delete_item("db", "c", &pk(), "x", None)
+        .expect("delete");
+    exchange(&[&s[0], &s[1]]);
+    exchange(&[&s[0], &s[1]]);
+    set_time(10);
+    assert_eq!(s[0].collect(NO_GRACE).expect("collect").tombstones, 0);
+    assert!(
+        s[0].members()
+            .expect("members")
+            .iter()
+            .any(|m| m.region == "reader" && m.holds_back),
+        "the reader holds collection back"
+    );
+    // It pulls again at minute 5 (without taking the delete: its batch is dropped).
+    set_time(5 * 60_000);
+    s[0].read_log_for(Some(&reader.puller()), Cursor::START, 1)
+        .expect("pull");
+    set_time(12 * 60_000);
+    assert_eq!(
+        s[0].collect(NO_GRACE).expect("collect").tombstones,
+        0,
+        "seven minutes after its last pull it still holds"
+    );
+    set_time(16 * 60_000);
+    assert_eq!(
+        s[0].collect(NO_GRACE).expect("collect").tombstones,
+        1,
+        "eleven minutes after its last pull it is forgotten"
+    );
 }

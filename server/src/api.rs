@@ -899,6 +899,9 @@ struct LogQuery {
     region: Option<String>,
     /// The pulling region's applied vector, `region:counter` joined by commas.
     applied: Option<String>,
+    /// The pulling region's store id (with `region`): a store its peers do not know of is
+    /// refused.
+    store: Option<u64>,
     /// When nothing is new, wait up to this many ms for something (long poll).
     wait: Option<u64>,
 }
@@ -914,21 +917,20 @@ async fn read_log(
         None => Cursor::START,
     };
     let max = q.max.unwrap_or(MAX_BATCH).clamp(1, MAX_BATCH);
-    let puller = match (&q.region, &q.applied) {
-        (Some(r), applied) => Some((
-            converge_core::RegionId::new(r)?,
-            crate::replication::parse_applied(applied.as_deref().unwrap_or(""))?,
-        )),
-        (None, Some(_)) => {
+    let puller = match (&q.region, &q.applied, q.store) {
+        (Some(r), applied, store) => Some(converge_core::Puller {
+            region: converge_core::RegionId::new(r)?,
+            applied: crate::replication::parse_applied(applied.as_deref().unwrap_or(""))?,
+            store,
+        }),
+        (None, None, None) => None,
+        (None, _, _) => {
             return Err(ApiError::bad_request(
-                "applied= needs region= (the pulling region's name)",
+                "applied= and store= need region= (the pulling region's name)",
             ));
         }
-        (None, None) => None,
     };
-    let read = move |s: &converge_core::Store| {
-        Ok(s.read_log_for(puller.as_ref().map(|(r, a)| (r, a)), cursor, max)?)
-    };
+    let read = move |s: &converge_core::Store| Ok(s.read_log_for(puller.as_ref(), cursor, max)?);
     // Subscribe before reading, so a write between the read and the wait is not missed.
     let mut changed = state.changed.subscribe();
     let mut batch: Batch = blocking(&state, read.clone()).await?;

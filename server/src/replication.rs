@@ -170,13 +170,15 @@ fn check_peer(
 fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, String> {
     let (store, metrics) = (&state.store, &state.metrics);
     let cursor = store.cursor(&peer.name).map_err(|e| e.to_string())?;
-    // Who this region is and what it has applied: a peer that collected its log serves only
-    // regions that have what it removed, and learns of this one as a member.
+    // Who this region is, what it has applied and which store it is: a peer serves only
+    // regions that have what it holds stable, from a store it knows, and learns of a region
+    // it did not know as a member.
     let mut resp = get(&format!(
-        "/_replication/log?cursor={cursor}&max={PULL_MAX}&wait={}&region={}&applied={}",
+        "/_replication/log?cursor={cursor}&max={PULL_MAX}&wait={}&region={}&applied={}&store={}",
         WAIT.as_millis(),
         store.region(),
-        applied_text(&store.applied())
+        applied_text(&store.applied()),
+        store.store_id()
     ))
     .map_err(|e| e.to_string())?;
     if resp.status() != 200 {

@@ -53,7 +53,7 @@ fn pull(dst: &Store, src: &Store) -> Result<()> {
     src.flush()?;
     loop {
         let c = dst.cursor(src.region().as_str())?;
-        let b = src.read_log_for(Some((dst.region(), &dst.applied())), c, 1000)?;
+        let b = src.read_log_for(Some(&dst.puller()), c, 1000)?;
         dst.apply_batch(&b)?;
         if !b.more {
             return Ok(());
@@ -247,8 +247,7 @@ fn main() -> Result<()> {
         summary.bytes as f64 / (1 << 20) as f64,
         summary.items as f64 / secs
     );
-    let check =
-        joiner.read_log_for(Some((joiner.region(), &joiner.applied())), Cursor::START, 1)?;
+    let check = joiner.read_log_for(Some(&joiner.puller()), Cursor::START, 1)?;
     assert!(!check.versions.is_empty());
     Ok(())
 }

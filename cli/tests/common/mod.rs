@@ -84,9 +84,15 @@ impl Region {
             cmd.arg("--peer-ca").arg(&t.peer_ca);
         }
         cmd.args(&self.extra);
+        // Its log goes next to its data directory, to read when a test fails.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .map_or_else(|_| Stdio::null(), Stdio::from);
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start converge serve");
         let stdout = child.stdout.take().expect("stdout");

@@ -596,7 +596,7 @@ impl World {
     ) -> Result<Batch, Error> {
         let reader = self.store(dst);
         self.store(src)
-            .read_log_for(Some((reader.region(), &reader.applied())), cursor, max)
+            .read_log_for(Some(&reader.puller()), cursor, max)
     }
 
     /// Adds every version the regions' logs hold to the ledger (before collection removes any).

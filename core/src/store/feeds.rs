@@ -11,6 +11,19 @@ use crate::feed::{Change, ConflictRecord, Page};
 use crate::replicate::{Applied, Batch, Cursor, MAX_BATCH_BYTES, Version};
 use crate::{Error, Result};
 
+/// A region pulling a log, as it says who it is (`region=`, `applied=` and `store=` of the
+/// log route): see [`Store::read_log_for`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Puller {
+    /// The pulling region.
+    pub region: RegionId,
+    /// What it has applied: per region, the counter up to which it applied every version.
+    pub applied: Applied,
+    /// Which of its region's stores it is ([`Store::store_id`]); `None` from a puller that
+    /// does not say, whose store is then not checked.
+    pub store: Option<u64>,
+}
+
 /// What applying a batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -191,31 +204,38 @@ impl Store {
     }
 
     /// [`read_log`](Self::read_log) for a peer that says who it is and what it has applied.
-    /// A region that has collected log entries serves only peers that have applied everything
-    /// they held (otherwise [`Error::SnapshotNeeded`]: the peer must join from a snapshot).
-    /// A puller does not become a member by pulling (a stray request would hold collection
-    /// back everywhere): members are configured peers, regions heard of through them, and
-    /// regions that joined from a snapshot.
+    ///
+    /// A region that has collected serves only pullers that have applied everything it
+    /// removed; a retired region, and a store of its region this one knows another store of,
+    /// are refused too ([`Error::SnapshotNeeded`]: it must join from a snapshot). A region not
+    /// yet known here becomes a provisional member, as a joiner does: collection waits for it
+    /// from then on, and it is forgotten ten minutes after its last pull unless a batch of it
+    /// arrives (so a stray request holds nothing back for long). A reader that does not say
+    /// who it is (`None`) is served only while nothing was collected.
     pub fn read_log_for(
         &self,
-        puller: Option<(&RegionId, &Applied)>,
+        puller: Option<&Puller>,
         since: Cursor,
         max: usize,
     ) -> Result<Batch> {
         let view = self.stability_view()?;
-        if let Some((region, _)) = puller
-            && view.retired_cut(region).is_some()
-        {
-            return Err(Error::SnapshotNeeded(format!(
-                "region {region} was retired: its versions are refused and it cannot serve again \
-                 under that name; start a region of another name with `converge serve --join`"
-            )));
+        if let Some(p) = puller {
+            if view.retired_cut(&p.region).is_some() {
+                return Err(Error::SnapshotNeeded(format!(
+                    "region {} was retired: its versions are refused and it cannot serve again \
+                     under that name; start a region of another name with `converge serve --join`",
+                    p.region
+                )));
+            }
+            if let Some(why) = p.store.and_then(|s| view.store_refusal(&p.region, s)) {
+                return Err(Error::SnapshotNeeded(why));
+            }
         }
         if !view.collected().is_empty() {
-            let ok = puller.is_some_and(|(_, applied)| view.has_collected_for(applied));
+            let ok = puller.is_some_and(|p| view.has_collected_for(&p.applied));
             if !ok {
-                let who = puller.map_or_else(|| "a reader".to_owned(), |(r, _)| format!("{r}"));
-                let has = puller.map_or_else(String::new, |(_, a)| applied_text(a));
+                let who = puller.map_or_else(|| "a reader".to_owned(), |p| format!("{}", p.region));
+                let has = puller.map_or_else(String::new, |p| applied_text(&p.applied));
                 return Err(Error::SnapshotNeeded(format!(
                     "region {} has collected versions {who} has not applied (collected up to \
                      {}; {who} has applied {has}); start {who} on an empty data directory with \
@@ -224,6 +244,13 @@ impl Store {
                     applied_text(view.collected()),
                     self.region
                 )));
+            }
+        }
+        if let Some(p) = puller {
+            let now = self.now_ms();
+            if !view.is_member(&p.region) || view.pull_is_news(&p.region, now) {
+                drop(view);
+                self.register_puller(p)?;
             }
         }
         let published = self
@@ -296,8 +323,16 @@ impl Store {
 
     /// Applies a batch read from a peer's log in one transaction and saves the cursor to
     /// continue from, under the peer's name. Re-delivered, reordered or duplicated versions are
-    /// harmless; a version that fails its checks rejects the whole batch.
+    /// harmless; a version that fails its checks rejects the whole batch. A batch from a store
+    /// of its region that this one does not know is refused ([`Error::SnapshotNeeded`]; see
+    /// [`Store::read_log_for`]).
     pub fn apply_batch(&self, batch: &Batch) -> Result<ApplyReport> {
+        if let Some(why) = self
+            .stability_view()?
+            .store_refusal(&batch.source, batch.store)
+        {
+            return Err(Error::SnapshotNeeded(why));
+        }
         // An empty batch that leaves the cursor where it is (a peer's long poll that timed
         // out) commits nothing: an idle region would otherwise fsync once a second per peer.
         // Unless what it says of the members is news.
@@ -319,6 +354,30 @@ impl Store {
             )?;
             Ok(report)
         })
+    }
+
+    /// Makes a puller not yet known a provisional member, holding what it says it applied;
+    /// or notes that a provisional one still pulls.
+    fn register_puller(&self, p: &Puller) -> Result<()> {
+        self.write_tx(self.commit_sync(), |tx| {
+            let now = tx.now_ms();
+            if tx.stability().is_member(&p.region) {
+                tx.stability_mut().heard_pull(&p.region, now);
+            } else {
+                tx.stability_mut()
+                    .joined(&p.region, p.store.unwrap_or(0), &p.applied, now);
+            }
+            Ok(())
+        })
+    }
+
+    /// This region as a puller: its name, its applied vector and its store.
+    pub fn puller(&self) -> Puller {
+        Puller {
+            region: self.region.clone(),
+            applied: self.applied(),
+            store: Some(self.store_id()),
+        }
     }
 
     /// Applies versions delivered outside a cursor (any order, any duplicates).

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use collect::{CollectReport, StorageCounts};
 pub use databases::DatabaseDef;
-pub use feeds::{ApplyReport, ItemState};
+pub use feeds::{ApplyReport, ItemState, Puller};
 pub use snapshot::SnapshotSummary;
 pub use stability::MemberStatus;
 
@@ -539,11 +539,15 @@ impl Store {
         })
     }
 
+    /// Physical time as this store's clock source tells it (ms since the epoch).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.options.clock_source.map_or_else(wall_ms, |f| f())
+    }
+
     /// Every member this region knows of, itself first, with what it knows of each.
     pub fn members(&self) -> Result<Vec<MemberStatus>> {
         let counter = self.applied().get(&self.region).copied().unwrap_or(0);
-        let now = self.options.clock_source.map_or_else(wall_ms, |f| f());
-        Ok(self.stability_view()?.status(counter, now))
+        Ok(self.stability_view()?.status(counter, self.now_ms()))
     }
 
     /// The region's counters.

@@ -197,6 +197,32 @@ impl Stability {
         self.collected.iter().all(|(r, &c)| get(applied, r) >= c)
     }
 
+    /// Why a batch or a pull from `store`, a store of `region`, is refused, if it is: this
+    /// region knows `region` by another of its stores. An earlier store was replaced by a
+    /// join; a later one that this region has not heard of either joined elsewhere (its
+    /// snapshot's source relays it soon) or was started empty without joining.
+    pub(crate) fn store_refusal(&self, region: &RegionId, store: u64) -> Option<String> {
+        let known = self.members.get(region).map_or(0, |m| m.store);
+        if known == 0 || store == known {
+            return None;
+        }
+        Some(if store < known {
+            format!(
+                "this is an earlier store of region {region} (store {store}; it has been \
+                 replaced by store {known}, which joined later): it must not pull or serve \
+                 again; start it on an empty data directory with `converge serve --join <url>`"
+            )
+        } else {
+            format!(
+                "region {region} now runs store {store}, which this region has not heard of \
+                 (it knows store {known}): if {region} joined from another region's snapshot, \
+                 this clears once that region's news arrives here; if it lost its data and \
+                 started empty, start it again on an empty data directory with `converge serve \
+                 --join <url>`"
+            )
+        })
+    }
+
     /// Whether `region` is known here as a member (or is this region).
     pub(crate) fn is_member(&self, region: &RegionId) -> bool {
         *region == self.me || self.members.contains_key(region)
@@ -395,6 +421,24 @@ impl Stability {
             },
         );
         self.dirty.insert(region.clone());
+    }
+
+    /// Whether `region` is a provisional member last heard from over a minute before `now_ms`
+    /// (its pulls keep it: see [`Stability::heard_pull`]).
+    pub(crate) fn pull_is_news(&self, region: &RegionId, now_ms: u64) -> bool {
+        self.members
+            .get(region)
+            .is_some_and(|m| m.provisional && m.heard_ms.saturating_add(60_000) < now_ms)
+    }
+
+    /// A provisional member pulled: it is still there, so it is not forgotten yet.
+    pub(crate) fn heard_pull(&mut self, region: &RegionId, now_ms: u64) {
+        if let Some(m) = self.members.get_mut(region)
+            && m.provisional
+        {
+            m.heard_ms = m.heard_ms.max(now_ms);
+            self.dirty.insert(region.clone());
+        }
     }
 
     /// Forgets the joiners not heard from within `ttl_ms` of asking for a snapshot; says

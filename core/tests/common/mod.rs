@@ -38,7 +38,7 @@ pub fn pull(dst: &Store, src: &Store) {
         let c = dst.cursor(src.region().as_str()).expect("cursor");
         // As a server pulls: saying who it is and what it has applied.
         let b = src
-            .read_log_for(Some((dst.region(), &dst.applied())), c, 100)
+            .read_log_for(Some(&dst.puller()), c, 100)
             .expect("read log");
         dst.apply_batch(&b).expect("apply");
         if !b.more {
