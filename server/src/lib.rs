@@ -375,6 +375,7 @@ const WARN_AGAIN: Duration = Duration::from_secs(600);
 fn collect_loop(store: &Store, metrics: &Metrics, grace: Duration, stop: &AtomicBool) {
     let every = collect_every(grace);
     let mut warned: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    let mut holding: std::collections::HashMap<String, std::time::Instant> = Default::default();
     let mut next = std::time::Instant::now() + every;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -396,10 +397,16 @@ fn collect_loop(store: &Store, metrics: &Metrics, grace: Duration, stop: &Atomic
         let Ok(members) = store.members() else {
             continue;
         };
+        // A member holding back since this process started is warned about after a minute
+        // too (one never heard from, right after start, is no news yet).
+        holding.retain(|r, _| members.iter().any(|m| m.holds_back && m.region == *r));
         for m in members.iter().filter(|m| m.holds_back) {
-            let quiet = m
-                .heard_ms_ago
-                .is_none_or(|ms| ms >= WARN_AFTER.as_millis() as u64);
+            let since = *holding
+                .entry(m.region.clone())
+                .or_insert_with(std::time::Instant::now);
+            let quiet = since.elapsed() >= WARN_AFTER
+                && m.heard_ms_ago
+                    .is_none_or(|ms| ms >= WARN_AFTER.as_millis() as u64);
             let due = warned
                 .get(&m.region)
                 .is_none_or(|at| at.elapsed() >= WARN_AGAIN);

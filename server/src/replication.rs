@@ -81,9 +81,11 @@ pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: 
     let ours = store.engine_fingerprint();
     let mut verified = false;
     let mut backoff = BACKOFF_MIN;
+    let mut last_error: Option<(String, Instant)> = None;
     let mut rng = jitter_seed(&peer.name);
     while !stop.load(Ordering::Relaxed) {
         let asked = Instant::now();
+        let pulled = verified;
         let step = if verified {
             pull_once(state, &peer, &get)
         } else {
@@ -94,7 +96,12 @@ pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: 
         };
         match step {
             Ok(more) => {
-                backoff = BACKOFF_MIN;
+                // Only a pull resets the backoff: a peer that answers its info route and
+                // refuses every pull (a 409) is asked less and less often.
+                if pulled {
+                    backoff = BACKOFF_MIN;
+                    last_error = None;
+                }
                 metrics.peer(&peer.name, |p| p.up = true);
                 // The peer held the request until it had something or `WAIT` passed; a peer
                 // that answers an empty batch at once (no long poll) is asked again after POLL.
@@ -108,12 +115,21 @@ pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: 
                     p.errors += 1;
                     p.up = false;
                 });
-                eprintln!(
-                    "[{}] pulling from {} ({}): {why}",
-                    store.region(),
-                    peer.name,
-                    peer.url
-                );
+                // The same error again is logged once a minute, not at every retry.
+                let repeat = last_error
+                    .as_ref()
+                    .is_some_and(|(w, at): &(String, Instant)| {
+                        *w == why && at.elapsed() < Duration::from_secs(60)
+                    });
+                if !repeat {
+                    eprintln!(
+                        "[{}] pulling from {} ({}): {why}",
+                        store.region(),
+                        peer.name,
+                        peer.url
+                    );
+                    last_error = Some((why, Instant::now()));
+                }
                 // Full jitter: anywhere between half the backoff and all of it.
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
