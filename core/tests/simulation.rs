@@ -75,11 +75,21 @@ fn config(seed: u64, policy: SimPolicy) -> SimConfig {
     c
 }
 
+/// The first seed of a sweep (`CONVERGE_SIM_FIRST`, default 0): a long run goes on where an
+/// earlier one stopped.
+fn first_seed() -> u64 {
+    std::env::var("CONVERGE_SIM_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 fn sweep(policy: SimPolicy) {
     let n = seeds();
+    let first = first_seed();
     let p = policy.clone();
     sweep_with(&format!("{policy:?}"), n, move |seed| {
-        config(seed, p.clone())
+        config(first + seed, p.clone())
     });
 }
 
