@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Region, agent, answer, container, converge, get, listing, mesh_with, upsert};
+use common::{
+    Region, agent, answer, container, converge, get, listing, mesh_with, post_json, upsert,
+};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -255,6 +257,26 @@ fn a_fourth_region_joins_a_running_deployment_with_one_command_and_catches_up() 
             },
         );
     }
+    // West pulls from south at the URL it announced: the same announcement again is a no-op,
+    // another URL for it is refused (review finding: it answered 200 and was ignored).
+    let announce = |url: &str| {
+        post_json(
+            &a,
+            &format!("{}/_replication/peers", r[0].url()),
+            &json!({"region": "south", "url": url}),
+        )
+    };
+    let (s, v) = announce(&south.url());
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = announce("http://127.0.0.1:1");
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already pulls"),
+        "{v}"
+    );
     // Joining onto a directory that holds a store is refused, and the store is untouched.
     south.stop();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))

@@ -55,6 +55,8 @@ pub struct AppState {
     /// Where a region that joined from this one asks to be pulled from (`POST
     /// /_replication/peers`); `None` when the server takes no new peers (in-process tests).
     pub add_peer: Option<std::sync::mpsc::Sender<crate::replication::Peer>>,
+    /// The peers this region pulls from, by name: their URLs.
+    pub pulling: Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
             query_budget: crate::conn::IDLE_TIMEOUT
                 .saturating_sub(std::time::Duration::from_secs(2)),
             add_peer: None,
+            pulling: Arc::default(),
         }
     }
 
@@ -813,6 +816,30 @@ async fn add_peer(
         ));
     };
     let name = peer.name.clone();
+    let pulled_at = state
+        .pulling
+        .lock()
+        .map_err(|_| ApiError::internal("peer list poisoned"))?
+        .get(&name)
+        .cloned();
+    match pulled_at {
+        Some(url) if url == peer.url => {
+            return Ok(axum::Json(json!({"pulling_from": name})).into_response());
+        }
+        Some(url) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                format!(
+                    "this region already pulls from {name} at {url}: to move it to {}, restart \
+                     this region with --peer {name}={} (and remove its line from {})",
+                    peer.url,
+                    peer.url,
+                    crate::ADDED_PEERS_FILE
+                ),
+            ));
+        }
+        None => {}
+    }
     let members = blocking(&state, |s| Ok(s.members()?)).await?;
     match members.iter().find(|m| m.region == name) {
         Some(m) if m.this_region => {

@@ -181,13 +181,15 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
     }
     let (add_tx, add_rx) = std::sync::mpsc::channel::<Peer>();
     state.add_peer = Some(add_tx);
+    if let Ok(mut pulling) = state.pulling.lock() {
+        pulling.extend(peers.iter().map(|p| (p.name.clone(), p.url.clone())));
+    }
     {
         let (st, state, tls) = (stop.clone(), state.clone(), peer_tls.clone());
-        let known: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();
         threads.push(
             std::thread::Builder::new()
                 .name("add-peers".into())
-                .spawn(move || add_peers(&state, add_rx, known, &added_file, &tls, &st))?,
+                .spawn(move || add_peers(&state, add_rx, &added_file, &tls, &st))?,
         );
     }
     for peer in peers {
@@ -278,7 +280,6 @@ pub fn run(config: ServeConfig, listening: impl FnOnce(SocketAddr)) -> Result<()
 fn add_peers(
     state: &AppState,
     rx: std::sync::mpsc::Receiver<Peer>,
-    mut known: Vec<String>,
     file: &std::path::Path,
     tls: &ureq::tls::TlsConfig,
     stop: &Arc<AtomicBool>,
@@ -288,10 +289,15 @@ fn add_peers(
         let Ok(peer) = rx.recv_timeout(Duration::from_millis(200)) else {
             continue;
         };
-        if known.contains(&peer.name) {
+        let new = state.pulling.lock().is_ok_and(|mut pulling| {
+            !pulling.contains_key(&peer.name)
+                && pulling
+                    .insert(peer.name.clone(), peer.url.clone())
+                    .is_none()
+        });
+        if !new {
             continue;
         }
-        known.push(peer.name.clone());
         let line = format!("{}={}\n", peer.name, peer.url);
         let saved = std::fs::OpenOptions::new()
             .create(true)
