@@ -105,6 +105,10 @@ pub enum Error {
     /// they held: it must start from a snapshot of a region instead (`converge serve --join`).
     #[error("{0}")]
     SnapshotNeeded(String),
+    /// This region was retired (`converge retire-region`): a write it took would be refused
+    /// in every other region, so it takes none.
+    #[error("{0}")]
+    Retired(String),
     /// The embedded database failed (disk full, I/O error, corruption).
     #[error("storage error: {0}")]
     Storage(String),

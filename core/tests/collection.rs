@@ -779,3 +779,42 @@ fn a_region_that_only_pulls_holds_collection_back_while_it_pulls() {
         "eleven minutes after its last pull it is forgotten"
     );
 }
+
+/// Review finding (stop 20): a retired region went on acknowledging writes that every other
+/// region then refused. Once it learns of its retirement (the retirement item reaches it, or
+/// a peer refusing its pulls says so), it takes none, across restarts, and still serves reads.
+#[test]
+fn a_retired_region_that_learns_it_was_retired_takes_no_writes_and_still_reads() {
+    set_time(0);
+    let s = setup(&["west", "east", "gone"], ConflictPolicy::default());
+    s[2].upsert_item("db", "c", json!({"id": "before", "pk": "p"}))
+        .expect("gone writes");
+    exchange(&s.iter().collect::<Vec<_>>());
+    let cut = s[1].retire_region("gone").expect("retire");
+    assert_eq!(s[2].retired_cut("gone").expect("cut"), None);
+    let east_log = s[1].read_log(Cursor::START, usize::MAX).expect("log");
+    s[2].apply_versions(&east_log.versions)
+        .expect("the retirement arrives");
+    assert_eq!(s[2].retired_cut("gone").expect("cut"), Some(cut));
+    let refused = s[2].upsert_item("db", "c", json!({"id": "after", "pk": "p"}));
+    assert!(
+        matches!(&refused, Err(Error::Retired(m)) if m.contains("retired")),
+        "{refused:?}"
+    );
+    assert!(exists(&s[2], "before"), "reads go on");
+    // Told by a peer, on a durable store: it stays so after a restart.
+    let dir = tempfile::tempdir().expect("dir");
+    let durable = Store::open(dir.path(), "gone2", common::options()).expect("open");
+    durable
+        .put_container("db", "c", "/pk", ConflictPolicy::default())
+        .expect("container");
+    assert!(durable.learn_retired(7).expect("learn"), "news");
+    assert!(!durable.learn_retired(7).expect("again"), "no news");
+    drop(durable);
+    let durable = Store::open(dir.path(), "gone2", common::options()).expect("reopen");
+    assert_eq!(durable.retired_cut("gone2").expect("cut"), Some(7));
+    assert!(matches!(
+        durable.upsert_item("db", "c", json!({"id": "x", "pk": "p"})),
+        Err(Error::Retired(_))
+    ));
+}

@@ -918,6 +918,9 @@ async fn snapshot(
         .into_response())
 }
 
+/// The header of a log route's 409 to a retired puller: the cut of its retirement.
+pub const RETIRED_HEADER: &str = "x-converge-retired-cut";
+
 #[derive(Deserialize)]
 struct LogQuery {
     cursor: Option<String>,
@@ -957,6 +960,22 @@ async fn read_log(
             ));
         }
     };
+    // A retired puller is told so in a header too, and its cut: it stops taking writes.
+    if let Some(p) = &puller {
+        let name = p.region.as_str().to_owned();
+        if let Some(cut) = blocking(&state, move |s| Ok(s.retired_cut(&name)?)).await? {
+            let message = format!(
+                "region {} was retired: its versions past counter {cut} are refused and it \
+                 cannot serve again under that name; start a region of another name with \
+                 `converge serve --join`",
+                p.region
+            );
+            let mut r = ApiError::new(axum::http::StatusCode::CONFLICT, message).into_response();
+            r.headers_mut()
+                .insert(RETIRED_HEADER, axum::http::HeaderValue::from(cut));
+            return Ok(r);
+        }
+    }
     let read = move |s: &converge_core::Store| Ok(s.read_log_for(puller.as_ref(), cursor, max)?);
     // Subscribe before reading, so a write between the read and the wait is not missed.
     let mut changed = state.changed.subscribe();

@@ -24,6 +24,7 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         let code = match status {
             StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
             StatusCode::NOT_FOUND => "NotFound",
             StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
             StatusCode::CONFLICT => "Conflict",
@@ -91,6 +92,7 @@ impl From<Error> for ApiError {
                 StatusCode::CONFLICT
             }
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::Retired(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())

@@ -198,6 +198,21 @@ fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, Strin
     ))
     .map_err(|e| e.to_string())?;
     if resp.status() != 200 {
+        // Told it was retired: this region stops taking writes (they would be refused).
+        let cut = resp
+            .headers()
+            .get(crate::api::RETIRED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(cut) = cut
+            && store.learn_retired(cut).map_err(|e| e.to_string())?
+        {
+            eprintln!(
+                "[{}] {} says this region was retired (cut {cut}): it takes no more writes",
+                store.region(),
+                peer.name
+            );
+        }
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         return Err(format!("log request answered {}: {text}", resp.status()));
     }

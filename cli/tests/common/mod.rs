@@ -285,7 +285,17 @@ pub fn converge(
     limit: Duration,
 ) -> Vec<(String, String)> {
     let start = Instant::now();
+    // A region the container has not reached yet answers 404: not converged yet.
+    let has = |r: &Region| get(a, &format!("{}/dbs/db/colls/{coll}", r.url())).0 == 200;
     loop {
+        if !regions.iter().all(|r| has(r)) {
+            assert!(
+                start.elapsed() < limit,
+                "{coll} did not reach every region within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
         let lists: Vec<_> = regions.iter().map(|r| listing(a, r, coll)).collect();
         let feeds: Vec<_> = regions.iter().map(|r| open_conflicts(a, r, coll)).collect();
         if lists.windows(2).all(|w| w[0] == w[1]) && feeds.windows(2).all(|w| w[0] == w[1]) {

@@ -51,6 +51,38 @@ pub(crate) fn parse(key: &ItemKey, body: &str) -> Result<(RegionId, u64)> {
 }
 
 impl Store {
+    /// The cut of `region`'s retirement as this region knows it (`None`: not retired, or not
+    /// heard of here). For this region itself: whether it learned it was retired.
+    pub fn retired_cut(&self, region: &str) -> Result<Option<u64>> {
+        let region = crate::causal::RegionId::new(region)?;
+        let view = self.stability_view()?;
+        Ok(match region == self.region {
+            true => view.retired_self(),
+            false => view.retired_cut(&region),
+        })
+    }
+
+    /// This region learned from a peer that it was retired with `cut` (a peer refuses its
+    /// pulls saying so): from now on it takes no writes ([`crate::Error::Retired`]); reads
+    /// are served as before. Persisted. Says whether it is news.
+    pub fn learn_retired(&self, cut: u64) -> Result<bool> {
+        if self
+            .stability_view()?
+            .retired_self()
+            .is_some_and(|c| c >= cut)
+        {
+            return Ok(false);
+        }
+        let me = self.region.clone();
+        self.write_tx(self.commit_sync(), |tx| {
+            let news = tx.stability().retired_self().is_none_or(|c| c < cut);
+            if news {
+                tx.stability_mut().retire(&me, cut);
+            }
+            Ok(news)
+        })
+    }
+
     /// Retires `region`: it stops being a member (its dots no longer hold collection back) and
     /// its versions past what this region has applied of it are refused, in every region the
     /// retirement reaches. Returns that cut. Retire only a region that is gone for good, from

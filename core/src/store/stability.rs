@@ -104,12 +104,16 @@ pub(crate) struct Stability {
     /// Members forgotten since then (their records go).
     forgotten: BTreeSet<RegionId>,
     own_dirty: bool,
+    /// The cut of this region's own retirement, once it learned of it: it takes no writes.
+    retired_self: Option<u64>,
+    retired_self_dirty: bool,
     stable_dirty: bool,
     collected_dirty: bool,
 }
 
 const COLLECTED_KEY: &[u8] = b"\x00collected";
 const OWN_KEY: &[u8] = b"\x00own";
+const RETIRED_KEY: &[u8] = b"\x00retired";
 const STABLE_KEY: &[u8] = b"\x00stable";
 
 impl Stability {
@@ -129,12 +133,15 @@ impl Stability {
             dirty: BTreeSet::new(),
             forgotten: BTreeSet::new(),
             own_dirty: false,
+            retired_self: None,
+            retired_self_dirty: false,
             stable_dirty: false,
             collected_dirty: false,
         };
         for (k, v) in kv.scan(Table::Members, &[], None, usize::MAX)? {
             match k.as_slice() {
                 OWN_KEY => s.own = decode("applied vector", &v)?,
+                RETIRED_KEY => s.retired_self = Some(decode("retirement", &v)?),
                 STABLE_KEY => s.stable = decode("stable point", &v)?,
                 COLLECTED_KEY => s.collected = decode("collected point", &v)?,
                 name => {
@@ -240,6 +247,10 @@ impl Stability {
     /// Two retirements of one region keep the higher cut.
     pub(crate) fn retire(&mut self, region: &RegionId, cut: u64) {
         if *region == self.me {
+            if self.retired_self.is_none_or(|c| cut > c) {
+                self.retired_self = Some(cut);
+                self.retired_self_dirty = true;
+            }
             return;
         }
         self.know(region);
@@ -249,6 +260,11 @@ impl Stability {
             m.cut = m.cut.max(cut);
             self.dirty.insert(region.clone());
         }
+    }
+
+    /// The cut of this region's own retirement, if it learned of it.
+    pub(crate) fn retired_self(&self) -> Option<u64> {
+        self.retired_self
     }
 
     /// What this region tells its pullers about every member (its own vector apart).
@@ -496,6 +512,7 @@ impl Stability {
         !self.dirty.is_empty()
             || !self.forgotten.is_empty()
             || self.own_dirty
+            || self.retired_self_dirty
             || self.stable_dirty
             || self.collected_dirty
     }
@@ -509,6 +526,11 @@ impl Stability {
             if let Some(m) = self.members.get(&r) {
                 kv.put(Table::Members, r.as_str().as_bytes(), &encode(m)?)?;
             }
+        }
+        if std::mem::take(&mut self.retired_self_dirty)
+            && let Some(cut) = self.retired_self
+        {
+            kv.put(Table::Members, RETIRED_KEY, &encode(&cut)?)?;
         }
         if std::mem::take(&mut self.own_dirty) {
             kv.put(Table::Members, OWN_KEY, &encode(&self.own)?)?;
@@ -583,6 +605,8 @@ mod tests {
             dirty: BTreeSet::new(),
             forgotten: BTreeSet::new(),
             own_dirty: false,
+            retired_self: None,
+            retired_self_dirty: false,
             stable_dirty: false,
             collected_dirty: false,
         }

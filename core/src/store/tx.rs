@@ -372,6 +372,14 @@ impl<'a> Tx<'a> {
         op: Operation,
         body: Option<String>,
     ) -> Result<ItemRecord> {
+        if let Some(cut) = self.stability().retired_self() {
+            return Err(crate::Error::Retired(format!(
+                "region {} was retired (its versions past counter {cut} are refused in every \
+                 region): it takes no writes; write to another region, or start a region of \
+                 another name with `converge serve --join`",
+                self.store.region
+            )));
+        }
         self.st.counter += 1;
         let counter = self.st.counter;
         let hlc = self.clock.now();
