@@ -932,6 +932,8 @@ struct LogQuery {
     /// The pulling region's store id (with `region`): a store its peers do not know of is
     /// refused.
     store: Option<u64>,
+    /// `1` when the puller's store joined from a snapshot (see `converge_core::Puller`).
+    joined: Option<u8>,
     /// When nothing is new, wait up to this many ms for something (long poll).
     wait: Option<u64>,
 }
@@ -952,6 +954,7 @@ async fn read_log(
             region: converge_core::RegionId::new(r)?,
             applied: crate::replication::parse_applied(applied.as_deref().unwrap_or(""))?,
             store,
+            joined: q.joined == Some(1),
         }),
         (None, None, None) => None,
         (None, _, _) => {

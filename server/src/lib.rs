@@ -423,8 +423,9 @@ fn collect_loop(store: &Store, metrics: &Metrics, grace: Duration, stop: &Atomic
                 );
                 eprintln!(
                     "[{}] warning: member {} ({heard}) has not confirmed what this region has \
-                     applied: collection waits for it (retire it with `converge retire-region` \
-                     if it is gone for good)",
+                     applied: collection waits for it (if it is up, see whether one of you \
+                     refuses the other's pulls; retire it with `converge retire-region` only if \
+                     it is gone for good)",
                     store.region(),
                     m.region
                 );

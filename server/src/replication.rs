@@ -116,10 +116,13 @@ pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: 
                     p.up = false;
                 });
                 // The same error again is logged once a minute, not at every retry.
+                // The kind of error: its text up to the first figures (a refusal names the
+                // puller's vector, which grows with every write).
+                let kind = why.split('(').next().unwrap_or_default().to_owned();
                 let repeat = last_error
                     .as_ref()
                     .is_some_and(|(w, at): &(String, Instant)| {
-                        *w == why && at.elapsed() < Duration::from_secs(60)
+                        *w == kind && at.elapsed() < Duration::from_secs(60)
                     });
                 if !repeat {
                     eprintln!(
@@ -128,7 +131,7 @@ pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: 
                         peer.name,
                         peer.url
                     );
-                    last_error = Some((why, Instant::now()));
+                    last_error = Some((kind, Instant::now()));
                 }
                 // Full jitter: anywhere between half the backoff and all of it.
                 rng ^= rng << 13;
@@ -186,15 +189,17 @@ fn check_peer(
 fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, String> {
     let (store, metrics) = (&state.store, &state.metrics);
     let cursor = store.cursor(&peer.name).map_err(|e| e.to_string())?;
+    let joined = store.joined_store();
     // Who this region is, what it has applied and which store it is: a peer serves only
     // regions that have what it holds stable, from a store it knows, and learns of a region
     // it did not know as a member.
     let mut resp = get(&format!(
-        "/_replication/log?cursor={cursor}&max={PULL_MAX}&wait={}&region={}&applied={}&store={}",
+        "/_replication/log?cursor={cursor}&max={PULL_MAX}&wait={}&region={}&applied={}&store={}&joined={}",
         WAIT.as_millis(),
         store.region(),
         applied_text(&store.applied()),
-        store.store_id()
+        store.store_id(),
+        u8::from(joined)
     ))
     .map_err(|e| e.to_string())?;
     if resp.status() != 200 {

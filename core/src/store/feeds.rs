@@ -22,6 +22,9 @@ pub struct Puller {
     /// Which of its region's stores it is ([`Store::store_id`]); `None` from a puller that
     /// does not say, whose store is then not checked.
     pub store: Option<u64>,
+    /// Whether that store joined from a snapshot: a peer that knows an earlier store of the
+    /// region takes it in (a store that started empty without joining is refused).
+    pub joined: bool,
 }
 
 /// What applying a batch did.
@@ -207,11 +210,11 @@ impl Store {
     ///
     /// A region that has collected serves only pullers that have applied everything it
     /// removed; a retired region, and a store of its region this one knows another store of,
-    /// are refused too ([`Error::SnapshotNeeded`]: it must join from a snapshot). A region not
-    /// yet known here becomes a provisional member, as a joiner does: collection waits for it
-    /// from then on, and it is forgotten ten minutes after its last pull unless a batch of it
-    /// arrives (so a stray request holds nothing back for long). A reader that does not say
-    /// who it is (`None`) is served only while nothing was collected.
+    /// are refused too ([`Error::SnapshotNeeded`]: it must join from a snapshot), unless it is
+    /// a later store that says it joined ([`Puller::joined`]): its member record then starts
+    /// over from it. Pulling does not make a member (a stray request would hold collection
+    /// back everywhere). A reader that does not say who it is (`None`) is served only while
+    /// nothing was collected.
     pub fn read_log_for(
         &self,
         puller: Option<&Puller>,
@@ -227,7 +230,13 @@ impl Store {
                     p.region
                 )));
             }
-            if let Some(why) = p.store.and_then(|s| view.store_refusal(&p.region, s)) {
+            let joined_later =
+                p.joined && p.store.is_some_and(|s| view.is_later_store(&p.region, s));
+            if let Some(why) = p
+                .store
+                .filter(|_| !joined_later)
+                .and_then(|s| view.store_refusal(&p.region, s))
+            {
                 return Err(Error::SnapshotNeeded(why));
             }
         }
@@ -246,12 +255,20 @@ impl Store {
                 )));
             }
         }
-        if let Some(p) = puller {
-            let now = self.now_ms();
-            if !view.is_member(&p.region) || view.pull_is_news(&p.region, now) {
-                drop(view);
-                self.register_puller(p)?;
-            }
+        // A store that joined, of a member known here by an earlier store: its record starts
+        // over from what it says it applied (the lost store's claims count no more).
+        if let Some(p) = puller
+            && let Some(store) = p.store
+            && p.joined
+            && view.is_later_store(&p.region, store)
+        {
+            drop(view);
+            self.write_tx(self.commit_sync(), |tx| {
+                if tx.stability().is_later_store(&p.region, store) {
+                    tx.stability_mut().later_store(&p.region, store, &p.applied);
+                }
+                Ok(())
+            })?;
         }
         let published = self
             .published
@@ -356,28 +373,21 @@ impl Store {
         })
     }
 
-    /// Makes a puller not yet known a provisional member, holding what it says it applied;
-    /// or notes that a provisional one still pulls.
-    fn register_puller(&self, p: &Puller) -> Result<()> {
-        self.write_tx(self.commit_sync(), |tx| {
-            let now = tx.now_ms();
-            if tx.stability().is_member(&p.region) {
-                tx.stability_mut().heard_pull(&p.region, now);
-            } else {
-                tx.stability_mut()
-                    .joined(&p.region, p.store.unwrap_or(0), &p.applied, now);
-            }
-            Ok(())
-        })
-    }
-
-    /// This region as a puller: its name, its applied vector and its store.
+    /// This region as a puller: its name, its applied vector, its store and whether the store
+    /// joined from a snapshot.
     pub fn puller(&self) -> Puller {
         Puller {
             region: self.region.clone(),
             applied: self.applied(),
             store: Some(self.store_id()),
+            joined: self.joined_store(),
         }
+    }
+
+    /// Whether this store was created by joining from a snapshot ([`Store::join_from`]).
+    pub fn joined_store(&self) -> bool {
+        self.read_tx(|kv, _| Ok(kv.get(Table::Meta, super::META_JOINED)?.is_some()))
+            .unwrap_or(false)
     }
 
     /// Applies versions delivered outside a cursor (any order, any duplicates).

@@ -279,6 +279,8 @@ const META_CLOCK: &[u8] = b"clock";
 /// `MemberReport::store`). Stores written before it existed take their counter at the open
 /// that adds it.
 const META_STORE: &[u8] = b"store";
+/// Present in a store created by joining from a snapshot.
+const META_JOINED: &[u8] = b"joined";
 
 /// Wall-clock time, ms since the epoch.
 pub(crate) fn wall_ms() -> u64 {

@@ -348,6 +348,8 @@ impl Store {
                 head.source.as_str().as_bytes(),
                 &super::codec::encode(&cursor)?,
             )?;
+            // Its pulls say so: a peer that knows an earlier store of this region takes it in.
+            tx.kv.put(Table::Meta, super::META_JOINED, &[1])?;
             let now = tx.now_ms();
             tx.stability_mut().adopt(
                 &head.source,

@@ -223,9 +223,9 @@ impl Stability {
             format!(
                 "region {region} now runs store {store}, which this region has not heard of \
                  (it knows store {known}): if {region} joined from another region's snapshot, \
-                 this clears once that region's news arrives here; if it lost its data and \
-                 started empty, start it again on an empty data directory with `converge serve \
-                 --join <url>`"
+                 this clears once it pulls from this region or its source's news arrives here; \
+                 if it lost its data and started empty, start it again on an empty data \
+                 directory with `converge serve --join <url>`"
             )
         })
     }
@@ -439,20 +439,21 @@ impl Stability {
         self.dirty.insert(region.clone());
     }
 
-    /// Whether `region` is a provisional member last heard from over a minute before `now_ms`
-    /// (its pulls keep it: see [`Stability::heard_pull`]).
-    pub(crate) fn pull_is_news(&self, region: &RegionId, now_ms: u64) -> bool {
+    /// Whether `store` is a later store of `region` than the one recorded here.
+    pub(crate) fn is_later_store(&self, region: &RegionId, store: u64) -> bool {
         self.members
             .get(region)
-            .is_some_and(|m| m.provisional && m.heard_ms.saturating_add(60_000) < now_ms)
+            .is_some_and(|m| m.store != 0 && store > m.store)
     }
 
-    /// A provisional member pulled: it is still there, so it is not forgotten yet.
-    pub(crate) fn heard_pull(&mut self, region: &RegionId, now_ms: u64) {
-        if let Some(m) = self.members.get_mut(region)
-            && m.provisional
-        {
-            m.heard_ms = m.heard_ms.max(now_ms);
+    /// `region` runs `store` now, a later store that joined from a snapshot and has applied
+    /// `applied`: its record starts over (nothing confirmed until its own writes are here).
+    pub(crate) fn later_store(&mut self, region: &RegionId, store: u64, applied: &Applied) {
+        if let Some(m) = self.members.get_mut(region) {
+            m.store = store;
+            m.latest = applied.clone();
+            m.confirmed = Applied::new();
+            m.pending = None;
             self.dirty.insert(region.clone());
         }
     }
