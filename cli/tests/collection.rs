@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    Region, agent, answer, container, converge, get, listing, mesh_with, post_json, upsert,
+    Region, agent, answer, container_everywhere, converge, get, listing, mesh_with, post_json,
+    upsert,
 };
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -65,7 +66,7 @@ fn a_deleted_item_is_collected_everywhere_once_a_region_that_was_down_has_the_de
     let root = tempfile::tempdir().expect("dir");
     let mut r = mesh_with(root.path(), None, &["--tombstone-grace", "0s"]);
     let a = agent();
-    container(&a, &r[0], "c", json!({"mode": "lww"}));
+    container_everywhere(&a, &[&r[0], &r[1], &r[2]], "c", json!({"mode": "lww"}));
     for id in ["x", "y"] {
         assert_eq!(upsert(&a, &r[0], "c", &json!({"id": id, "pk": "p"})), 201);
     }
@@ -140,7 +141,7 @@ fn retiring_a_region_that_is_gone_lets_the_others_collect_and_refuses_its_later_
     let root = tempfile::tempdir().expect("dir");
     let mut r = mesh_with(root.path(), None, &["--tombstone-grace", "0s"]);
     let a = agent();
-    container(&a, &r[0], "c", json!({"mode": "lww"}));
+    container_everywhere(&a, &[&r[0], &r[1], &r[2]], "c", json!({"mode": "lww"}));
     assert_eq!(upsert(&a, &r[0], "c", &json!({"id": "x", "pk": "p"})), 201);
     converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(20));
     r[2].stop();
@@ -229,7 +230,7 @@ fn a_fourth_region_joins_a_running_deployment_with_one_command_and_catches_up() 
     let root = tempfile::tempdir().expect("dir");
     let mut r = mesh_with(root.path(), None, &["--tombstone-grace", "0s"]);
     let a = agent();
-    container(&a, &r[0], "c", json!({"mode": "lww"}));
+    container_everywhere(&a, &[&r[0], &r[1], &r[2]], "c", json!({"mode": "lww"}));
     for i in 0..120 {
         let item = json!({"id": format!("i{i}"), "pk": "p", "pad": "x".repeat(200)});
         assert_eq!(upsert(&a, &r[i % 3], "c", &item), 201);
@@ -367,7 +368,7 @@ fn a_region_whose_data_was_lost_is_refused_an_empty_start_and_rejoins_under_its_
     let root = tempfile::tempdir().expect("dir");
     let mut r = mesh_with(root.path(), None, &["--tombstone-grace", "0s"]);
     let a = agent();
-    container(&a, &r[0], "c", json!({"mode": "lww"}));
+    container_everywhere(&a, &[&r[0], &r[1], &r[2]], "c", json!({"mode": "lww"}));
     for id in ["x", "y", "z"] {
         assert_eq!(upsert(&a, &r[0], "c", &json!({"id": id, "pk": "p"})), 201);
     }

@@ -215,6 +215,22 @@ pub fn container(a: &ureq::Agent, r: &Region, coll: &str, policy: Value) {
     assert!(s == 201 || s == 200, "{s} {v}");
 }
 
+/// [`container`] in the first of `regions`, then waits until every one of them has it.
+pub fn container_everywhere(a: &ureq::Agent, regions: &[&Region], coll: &str, policy: Value) {
+    container(a, regions[0], coll, policy);
+    let start = Instant::now();
+    while !regions
+        .iter()
+        .all(|r| get(a, &format!("{}/dbs/db/colls/{coll}", r.url())).0 == 200)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{coll} did not reach every region within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Upserts an item.
 pub fn upsert(a: &ureq::Agent, r: &Region, coll: &str, item: &Value) -> u16 {
     answer(
