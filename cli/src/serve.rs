@@ -71,6 +71,7 @@ fn refuse_a_lost_region(args: &ServeArgs, key: Option<&str>) -> Result<()> {
         .http_status_as_error(false)
         .build()
         .into();
+    let mut answered = 0;
     for peer in &args.peers {
         let mut req = agent.get(format!("{}/_replication/members", peer.url));
         if let Some(k) = key {
@@ -80,6 +81,7 @@ fn refuse_a_lost_region(args: &ServeArgs, key: Option<&str>) -> Result<()> {
         if resp.status() != 200 {
             continue;
         }
+        answered += 1;
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let known = v["members"].as_array().is_some_and(|m| {
@@ -99,6 +101,15 @@ fn refuse_a_lost_region(args: &ServeArgs, key: Option<&str>) -> Result<()> {
                 peer.url
             );
         }
+    }
+    if answered == 0 && !args.peers.is_empty() {
+        eprintln!(
+            "[{}] note: {} holds no store and no peer answered, so this starts as a new region \
+             (as the first region of a new deployment does). If it ran before and lost its \
+             data, stop it and start it with --join <url>: its peers refuse this store",
+            args.region,
+            args.data.display()
+        );
     }
     Ok(())
 }
