@@ -401,6 +401,13 @@ fn a_region_whose_data_was_lost_is_refused_an_empty_start_and_rejoins_under_its_
     );
     let items = converge(&a, &[&r[0], &r[1], &r[2]], "c", Duration::from_secs(30));
     assert_eq!(items.len(), 3);
+    // Its fingerprint says it joined: a region that only pulls from it takes its store in.
+    let (s, v) = get(&a, &format!("{}/_replication/fingerprint", r[2].url()));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["joined"], true, "{v}");
+    let (_, w) = get(&a, &format!("{}/_replication/fingerprint", r[0].url()));
+    assert_eq!(w["joined"], false, "{w}");
+    assert!(v["store"].as_u64().unwrap_or(0) > w["store"].as_u64().unwrap_or(u64::MAX));
     for reg in &mut r {
         reg.stop();
     }

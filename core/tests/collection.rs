@@ -725,6 +725,27 @@ fn a_store_its_peers_do_not_know_is_refused_until_it_joins_and_its_lost_store_af
     join(&joined, &s[0]);
     pull(&s[0], &joined);
     pull(&joined, &s[0]);
+    // A pull that claims a joined store it cannot be (an id from the future, or a vector
+    // that lacks the store's own start) changes nothing (review finding: one forged GET cut a
+    // live region off).
+    let forged = converge_core::Puller {
+        region: joined.region().clone(),
+        applied: joined.applied(),
+        store: Some(u64::MAX / 2),
+        joined: true,
+    };
+    assert!(matches!(
+        s[0].read_log_for(Some(&forged), Cursor::START, 10),
+        Err(Error::SnapshotNeeded(_))
+    ));
+    let mut lacking = joined.puller();
+    lacking.store = Some(lacking.store.expect("store") + 1);
+    lacking.applied.remove(joined.region());
+    assert!(matches!(
+        s[0].read_log_for(Some(&lacking), Cursor::START, 10),
+        Err(Error::SnapshotNeeded(_))
+    ));
+    pull(&joined, &s[0]);
     let old = s[0].read_log_for(Some(&s[1].puller()), Cursor::START, 10);
     assert!(
         matches!(&old, Err(Error::SnapshotNeeded(m)) if m.contains("earlier store")),
@@ -847,4 +868,44 @@ fn a_retired_region_that_learns_it_was_retired_takes_no_writes_and_still_reads()
         durable.upsert_item("db", "c", json!({"id": "x", "pk": "p"})),
         Err(Error::Retired(_))
     ));
+}
+
+/// Review finding (this session): a region that only pulls from a rejoined store, and never
+/// heard of it from the join's source (lost), refused its batches for good. The rejoined
+/// store's fingerprint says it joined, and the server takes it in from that.
+#[test]
+fn a_region_that_only_pulls_from_a_rejoined_store_takes_it_in_on_its_word() {
+    set_time(0);
+    let s = setup(&["west", "east", "north"], ConflictPolicy::default());
+    exchange(&s.iter().collect::<Vec<_>>());
+    set_time(5);
+    let east = region("east");
+    join(&east, &s[0]);
+    east.upsert_item("db", "c", json!({"id": "from-new-east", "pk": "p"}))
+        .expect("write");
+    let batch = |dst: &Store| {
+        east.read_log_for(
+            Some(&dst.puller()),
+            dst.cursor("east").expect("cursor"),
+            100,
+        )
+        .expect("east serves")
+    };
+    let refused = s[2].apply_batch(&batch(&s[2]));
+    assert!(
+        matches!(&refused, Err(Error::SnapshotNeeded(_))),
+        "{refused:?}"
+    );
+    assert!(
+        s[2].take_joined_store("east", east.store_id(), &Default::default())
+            .expect("take")
+    );
+    assert!(
+        !s[2]
+            .take_joined_store("east", east.store_id(), &Default::default())
+            .expect("again"),
+        "known now"
+    );
+    s[2].apply_batch(&batch(&s[2])).expect("taken in");
+    assert!(exists(&s[2], "from-new-east"));
 }

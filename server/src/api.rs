@@ -725,6 +725,8 @@ async fn fingerprint(State(state): State<AppState>) -> Response {
     axum::Json(json!({
         "region": state.store.region().as_str(),
         "fingerprint": state.store.engine_fingerprint(),
+        "store": state.store.store_id(),
+        "joined": state.store.joined_store(),
     }))
     .into_response()
 }

@@ -89,9 +89,16 @@ pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: 
         let step = if verified {
             pull_once(state, &peer, &get)
         } else {
-            check_peer(&peer, &ours, metrics, &get).map(|()| {
+            check_peer(&peer, &ours, metrics, &get).and_then(|joined| {
                 verified = true;
-                true
+                // A joined store of the peer this region knows by an earlier one: taken in
+                // here too, so a region that only pulls from it does not refuse it for good.
+                if let Some(id) = joined {
+                    store
+                        .take_joined_store(&peer.name, id, &Default::default())
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(true)
             })
         };
         match step {
@@ -149,12 +156,13 @@ type Get<'a> = dyn Fn(&str) -> Result<ureq::http::Response<ureq::Body>, ureq::Er
 
 /// Asks the peer who it is: its region must be the one configured, and a different engine
 /// fingerprint is reported (resolver outcomes near the fuel limit could then differ).
+/// Returns the peer's store id when that store joined from a snapshot.
 fn check_peer(
     peer: &Peer,
     ours: &EngineFingerprint,
     metrics: &Metrics,
     get: &Get<'_>,
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
     let mut resp = get("/_replication/fingerprint").map_err(|e| e.to_string())?;
     if resp.status() != 200 {
         return Err(format!("fingerprint request answered {}", resp.status()));
@@ -182,7 +190,10 @@ fn check_peer(
         );
     }
     metrics.peer(&peer.name, |p| p.fingerprint_mismatch = mismatch);
-    Ok(())
+    // A store that joined from a snapshot says so, with its id.
+    Ok(v["store"]
+        .as_u64()
+        .filter(|_| v["joined"].as_bool() == Some(true)))
 }
 
 /// One pull; `Ok(true)` when the peer has more right away.

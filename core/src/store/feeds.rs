@@ -27,6 +27,15 @@ pub struct Puller {
     pub joined: bool,
 }
 
+/// Whether `store`, claimed by a store of `region` that says it joined and has applied
+/// `applied` (empty: not known), can be one: store ids are counters taken from the wall clock
+/// when a store is made (so none lies more than a minute ahead of this region's clock), and a
+/// store's own counter starts at its id.
+fn plausible_store(store: u64, region: &RegionId, applied: &Applied, now_ms: u64) -> bool {
+    let ahead = now_ms.saturating_add(60_000).saturating_mul(1000);
+    store <= ahead && (applied.is_empty() || applied.get(region).is_some_and(|&c| c >= store))
+}
+
 /// What applying a batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -230,12 +239,15 @@ impl Store {
                     p.region
                 )));
             }
-            let joined_later =
-                p.joined && p.store.is_some_and(|s| view.is_later_store(&p.region, s));
+            let joined_later = p.joined
+                && p.store.is_some_and(|s| {
+                    view.is_later_store(&p.region, s)
+                        && plausible_store(s, &p.region, &p.applied, self.now_ms())
+                });
             if let Some(why) = p
                 .store
                 .filter(|_| !joined_later)
-                .and_then(|s| view.store_refusal(&p.region, s))
+                .and_then(|s| view.store_refusal(&p.region, s, Some(p.joined)))
             {
                 return Err(Error::SnapshotNeeded(why));
             }
@@ -263,12 +275,7 @@ impl Store {
             && view.is_later_store(&p.region, store)
         {
             drop(view);
-            self.write_tx(self.commit_sync(), |tx| {
-                if tx.stability().is_later_store(&p.region, store) {
-                    tx.stability_mut().later_store(&p.region, store, &p.applied);
-                }
-                Ok(())
-            })?;
+            self.take_joined_store(p.region.as_str(), store, &p.applied)?;
         }
         let published = self
             .published
@@ -346,7 +353,7 @@ impl Store {
     pub fn apply_batch(&self, batch: &Batch) -> Result<ApplyReport> {
         if let Some(why) = self
             .stability_view()?
-            .store_refusal(&batch.source, batch.store)
+            .store_refusal(&batch.source, batch.store, None)
         {
             return Err(Error::SnapshotNeeded(why));
         }
@@ -370,6 +377,26 @@ impl Store {
                 &encode(&batch.next)?,
             )?;
             Ok(report)
+        })
+    }
+
+    /// `region` runs `store` now, a later store than the one known here that joined from a
+    /// snapshot and has applied `applied` (its pull says so, or its fingerprint route: a
+    /// region that only pulls from it learns it there). Its member record starts over: the
+    /// lost store's claims count no more, and nothing is confirmed until its own writes are
+    /// here. Says whether it was taken in; an implausible store (an id from the future, or a
+    /// vector below the store's own start) is not.
+    pub fn take_joined_store(&self, region: &str, store: u64, applied: &Applied) -> Result<bool> {
+        let region = RegionId::new(region)?;
+        if !plausible_store(store, &region, applied, self.now_ms()) {
+            return Ok(false);
+        }
+        self.write_tx(self.commit_sync(), |tx| {
+            let later = tx.stability().is_later_store(&region, store);
+            if later {
+                tx.stability_mut().later_store(&region, store, applied);
+            }
+            Ok(later)
         })
     }
 

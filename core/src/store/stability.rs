@@ -208,7 +208,13 @@ impl Stability {
     /// region knows `region` by another of its stores. An earlier store was replaced by a
     /// join; a later one that this region has not heard of either joined elsewhere (its
     /// snapshot's source relays it soon) or was started empty without joining.
-    pub(crate) fn store_refusal(&self, region: &RegionId, store: u64) -> Option<String> {
+    /// `joined` is what a pull said of the store (`None`: a batch, which does not say).
+    pub(crate) fn store_refusal(
+        &self,
+        region: &RegionId,
+        store: u64,
+        joined: Option<bool>,
+    ) -> Option<String> {
         let known = self.members.get(region).map_or(0, |m| m.store);
         if known == 0 || store == known {
             return None;
@@ -218,6 +224,12 @@ impl Stability {
                 "this is an earlier store of region {region} (store {store}; it has been \
                  replaced by store {known}, which joined later): it must not pull or serve \
                  again; start it on an empty data directory with `converge serve --join <url>`"
+            )
+        } else if joined == Some(false) {
+            format!(
+                "region {region} now runs store {store}, which did not join (this region knows \
+                 its store {known}): its data was lost and it started empty; start it again on \
+                 an empty data directory with `converge serve --join <url>`"
             )
         } else {
             format!(
