@@ -70,6 +70,17 @@ pub(crate) struct MemberRecord {
     pub provisional: bool,
 }
 
+impl MemberRecord {
+    /// The member runs `store` now, a later store than this record's: what the earlier store
+    /// claimed counts no more; `latest` is what the new one claims, none of it confirmed.
+    fn start_over(&mut self, store: u64, latest: Applied) {
+        self.store = store;
+        self.latest = latest;
+        self.confirmed = Applied::new();
+        self.pending = None;
+    }
+}
+
 /// Raises `into` to at least `from`, entry by entry; says whether anything grew.
 pub(crate) fn raise(into: &mut Applied, from: &Applied) -> bool {
     let mut grew = false;
@@ -318,10 +329,7 @@ impl Stability {
             // A later store of the region (it joined after its data was lost): its vector
             // replaces what the lost store claimed. An earlier one's claims count no more.
             if rep.store > m.store {
-                m.store = rep.store;
-                m.latest = Applied::new();
-                m.confirmed = Applied::new();
-                m.pending = None;
+                m.start_over(rep.store, Applied::new());
                 self.dirty.insert(rep.region.clone());
             } else if rep.store < m.store {
                 continue;
@@ -335,10 +343,7 @@ impl Stability {
         {
             let m = self.members.get_mut(source).expect("known above");
             if source_store > m.store {
-                m.store = source_store;
-                m.latest = Applied::new();
-                m.confirmed = Applied::new();
-                m.pending = None;
+                m.start_over(source_store, Applied::new());
                 self.dirty.insert(source.clone());
             }
             // Heard from directly: a joiner is no longer provisional. (Written at most every
@@ -462,10 +467,7 @@ impl Stability {
     /// `applied`: its record starts over (nothing confirmed until its own writes are here).
     pub(crate) fn later_store(&mut self, region: &RegionId, store: u64, applied: &Applied) {
         if let Some(m) = self.members.get_mut(region) {
-            m.store = store;
-            m.latest = applied.clone();
-            m.confirmed = Applied::new();
-            m.pending = None;
+            m.start_over(store, applied.clone());
             self.dirty.insert(region.clone());
         }
     }
