@@ -965,26 +965,24 @@ async fn read_log(
             ));
         }
     };
-    // A retired puller is told so in a header too, and its cut: it stops taking writes.
-    if let Some(p) = &puller {
-        let name = p.region.as_str().to_owned();
-        if let Some(cut) = blocking(&state, move |s| Ok(s.retired_cut(&name)?)).await? {
-            let message = format!(
-                "region {} was retired: its versions past counter {cut} are refused and it \
-                 cannot serve again under that name; start a region of another name with \
-                 `converge serve --join`",
-                p.region
-            );
-            let mut r = ApiError::new(axum::http::StatusCode::CONFLICT, message).into_response();
+    let name = puller.as_ref().map(|p| p.region.as_str().to_owned());
+    let read = move |s: &converge_core::Store| Ok(s.read_log_for(puller.as_ref(), cursor, max)?);
+    // Subscribe before reading, so a write between the read and the wait is not missed.
+    let mut changed = state.changed.subscribe();
+    let mut batch: Batch = match blocking(&state, read.clone()).await {
+        Ok(b) => b,
+        // A retired puller is told so in a header too, with its cut: it stops taking writes.
+        Err(e) => {
+            let Some(name) = name else { return Err(e) };
+            let Some(cut) = blocking(&state, move |s| Ok(s.retired_cut(&name)?)).await? else {
+                return Err(e);
+            };
+            let mut r = e.into_response();
             r.headers_mut()
                 .insert(RETIRED_HEADER, axum::http::HeaderValue::from(cut));
             return Ok(r);
         }
-    }
-    let read = move |s: &converge_core::Store| Ok(s.read_log_for(puller.as_ref(), cursor, max)?);
-    // Subscribe before reading, so a write between the read and the wait is not missed.
-    let mut changed = state.changed.subscribe();
-    let mut batch: Batch = blocking(&state, read.clone()).await?;
+    };
     let wait = std::time::Duration::from_millis(q.wait.unwrap_or(0)).min(state.max_log_wait);
     if batch.versions.is_empty() && !batch.more && !wait.is_zero() {
         let _ = tokio::time::timeout(wait, changed.changed()).await;

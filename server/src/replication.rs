@@ -201,9 +201,9 @@ fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, Strin
     let (store, metrics) = (&state.store, &state.metrics);
     let cursor = store.cursor(&peer.name).map_err(|e| e.to_string())?;
     let joined = store.joined_store();
-    // Who this region is, what it has applied and which store it is: a peer serves only
-    // regions that have what it holds stable, from a store it knows, and learns of a region
-    // it did not know as a member.
+    // Who this region is, what it has applied, which store it is and whether it joined: a
+    // peer serves only regions that have what it collected, from a store it knows or one
+    // that joined.
     let mut resp = get(&format!(
         "/_replication/log?cursor={cursor}&max={PULL_MAX}&wait={}&region={}&applied={}&store={}&joined={}",
         WAIT.as_millis(),

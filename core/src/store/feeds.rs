@@ -231,22 +231,26 @@ impl Store {
         max: usize,
     ) -> Result<Batch> {
         let view = self.stability_view()?;
+        // A later store of a member known here that says it joined (and can have): taken in.
+        let joined_later = puller.and_then(|p| {
+            p.store.filter(|&s| {
+                p.joined
+                    && view.is_later_store(&p.region, s)
+                    && plausible_store(s, &p.region, &p.applied, self.now_ms())
+            })
+        });
         if let Some(p) = puller {
-            if view.retired_cut(&p.region).is_some() {
+            if let Some(cut) = view.retired_cut(&p.region) {
                 return Err(Error::SnapshotNeeded(format!(
-                    "region {} was retired: its versions are refused and it cannot serve again \
-                     under that name; start a region of another name with `converge serve --join`",
+                    "region {} was retired: its versions past counter {cut} are refused and it \
+                     cannot serve again under that name; start a region of another name with \
+                     `converge serve --join`",
                     p.region
                 )));
             }
-            let joined_later = p.joined
-                && p.store.is_some_and(|s| {
-                    view.is_later_store(&p.region, s)
-                        && plausible_store(s, &p.region, &p.applied, self.now_ms())
-                });
             if let Some(why) = p
                 .store
-                .filter(|_| !joined_later)
+                .filter(|_| joined_later.is_none())
                 .and_then(|s| view.store_refusal(&p.region, s, Some(p.joined)))
             {
                 return Err(Error::SnapshotNeeded(why));
@@ -267,13 +271,9 @@ impl Store {
                 )));
             }
         }
-        // A store that joined, of a member known here by an earlier store: its record starts
-        // over from what it says it applied (the lost store's claims count no more).
-        if let Some(p) = puller
-            && let Some(store) = p.store
-            && p.joined
-            && view.is_later_store(&p.region, store)
-        {
+        // Its record starts over from what it says it applied (the lost store's claims count
+        // no more).
+        if let (Some(p), Some(store)) = (puller, joined_later) {
             drop(view);
             self.take_joined_store(p.region.as_str(), store, &p.applied)?;
         }
@@ -413,8 +413,7 @@ impl Store {
 
     /// Whether this store was created by joining from a snapshot ([`Store::join_from`]).
     pub fn joined_store(&self) -> bool {
-        self.read_tx(|kv, _| Ok(kv.get(Table::Meta, super::META_JOINED)?.is_some()))
-            .unwrap_or(false)
+        self.joined.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Applies versions delivered outside a cursor (any order, any duplicates).

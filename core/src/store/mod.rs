@@ -241,6 +241,8 @@ pub struct Store {
     incarnation: Incarnation,
     /// Which store of the region this is (`META_STORE`).
     store_id: u64,
+    /// Whether this store was made by joining from a snapshot (`META_JOINED`).
+    joined: std::sync::atomic::AtomicBool,
     writer: Mutex<Writer_>,
     /// The last log position a reader may return (committed durably); read without the
     /// writer, so peers pulling never wait for a transaction.
@@ -331,7 +333,7 @@ impl Store {
             Some(f) => Incarnation(f().max(1)),
             None => random_incarnation(),
         };
-        let (state, actors, stab, store_id) = backend.write(Sync::Durable, |kv| {
+        let (state, actors, stab, store_id, joined) = backend.write(Sync::Durable, |kv| {
             match kv.get(Table::Meta, META_FORMAT)? {
                 Some(f) => {
                     let found: u32 = decode("format", &f)?;
@@ -427,7 +429,8 @@ impl Store {
             )?;
             stab.recompute(state.counter);
             stab.persist(kv)?;
-            Ok((state, actors, stab, store_id))
+            let joined = kv.get(Table::Meta, META_JOINED)?.is_some();
+            Ok((state, actors, stab, store_id, joined))
         })?;
         let clock = match options.clock_source {
             Some(f) => Clock::with_source(state.clock, f),
@@ -444,6 +447,7 @@ impl Store {
             region: region_id,
             incarnation,
             store_id,
+            joined: joined.into(),
             writer: Mutex::new(Writer_ {
                 state,
                 clock,

@@ -362,6 +362,8 @@ impl Store {
             );
             Ok(())
         })?;
+        self.joined
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut done = 0u64;
         progress(done, total);
         let mut pending: Vec<Part> = Vec::with_capacity(JOIN_CHUNK);
