@@ -412,3 +412,55 @@ fn a_region_whose_data_was_lost_is_refused_an_empty_start_and_rejoins_under_its_
         reg.stop();
     }
 }
+
+/// Review finding (stop 21, D): a region believed any peer that refused its pulls saying it was
+/// retired. Here a `--peer` points by mistake into another deployment, where a region of the
+/// same name was retired: the region goes on taking writes, and its log says why.
+#[test]
+fn a_peer_of_another_deployment_saying_this_region_was_retired_is_not_believed() {
+    let root = tempfile::tempdir().expect("dir");
+    let other = root.path().join("other");
+    std::fs::create_dir_all(&other).expect("dir");
+    let mut b = mesh_with(&other, None, &[]);
+    let a = agent();
+    container_everywhere(&a, &[&b[0], &b[1], &b[2]], "c", json!({"mode": "lww"}));
+    b[2].stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["retire-region", "north", "--force", "--url", &b[1].url()])
+        .output()
+        .expect("run converge retire-region");
+    assert!(out.status.success(), "{out:?}");
+    // This deployment's north, holding data, restarted with its --peer pointing by mistake at
+    // the other deployment's east. (An empty north is not even started: that east has heard
+    // of a north, so the start says to join instead.)
+    let mut north = common::Region::new(root.path(), "north", common::free_port());
+    north.start();
+    container_everywhere(&a, &[&north], "c", json!({"mode": "lww"}));
+    assert_eq!(
+        upsert(&a, &north, "c", &json!({"id": "mine", "pk": "p"})),
+        201
+    );
+    north.stop();
+    north.peers = vec![("east".into(), b[1].port)];
+    north.start();
+    wait_until(
+        "the other east refuses north's pulls",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(north.dir.with_extension("log"))
+                .is_ok_and(|l| l.contains("the claim is ignored"))
+        },
+    );
+    for n in 0..3 {
+        assert_eq!(
+            upsert(&a, &north, "c", &json!({"id": format!("w{n}"), "pk": "p"})),
+            201,
+            "north still takes writes"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    north.stop();
+    for reg in &mut b {
+        reg.stop();
+    }
+}

@@ -853,19 +853,65 @@ fn a_retired_region_that_learns_it_was_retired_takes_no_writes_and_still_reads()
         "{refused:?}"
     );
     assert!(exists(&s[2], "before"), "reads go on");
-    // Told by a peer, on a durable store: it stays so after a restart.
+    // Told by a peer it replicates with, on a durable store: it stays so after a restart.
     let dir = tempfile::tempdir().expect("dir");
     let durable = Store::open(dir.path(), "gone2", common::options()).expect("open");
-    durable
-        .put_container("db", "c", "/pk", ConflictPolicy::default())
-        .expect("container");
-    assert!(durable.learn_retired(7).expect("learn"), "news");
-    assert!(!durable.learn_retired(7).expect("again"), "no news");
+    pull(&durable, &s[1]);
+    let (east, east_store) = (s[1].region().as_str(), s[1].store_id());
+    assert!(
+        durable.learn_retired(east, east_store, 0).expect("learn"),
+        "news"
+    );
+    assert!(
+        !durable.learn_retired(east, east_store, 0).expect("again"),
+        "no news"
+    );
     drop(durable);
     let durable = Store::open(dir.path(), "gone2", common::options()).expect("reopen");
-    assert_eq!(durable.retired_cut("gone2").expect("cut"), Some(7));
+    assert_eq!(durable.retired_cut("gone2").expect("cut"), Some(0));
     assert!(matches!(
         durable.upsert_item("db", "c", json!({"id": "x", "pk": "p"})),
+        Err(Error::Retired(_))
+    ));
+}
+
+/// Review finding (stop 21, D): a region believed any peer that said it was retired, so a
+/// `--peer` pointing by mistake at another deployment, where a region of the same name was
+/// retired, silenced a live region. The claim counts only from a store this region replicates
+/// with, for a cut it can have issued.
+#[test]
+fn a_retirement_claim_counts_only_from_a_store_this_region_replicates_with() {
+    set_time(0);
+    let s = setup(&["west", "east"], ConflictPolicy::default());
+    s[0].upsert_item("db", "c", json!({"id": "a", "pk": "p"}))
+        .expect("west writes");
+    exchange(&[&s[0], &s[1]]);
+    // Another deployment's east (another store) that retired a "west" of its own.
+    let other = s[1].store_id() + 1;
+    let west = s[0].region().as_str().to_owned();
+    let counter = s[0].applied()[s[0].region()];
+    for (from, store, cut, why) in [
+        ("east", other, 0, "not replicated with"),
+        ("north", s[1].store_id(), 0, "no store of north"),
+        ("east", 0, 0, "no store"),
+        ("east", s[1].store_id(), counter + 1_000, "above the"),
+    ] {
+        let claim = s[0].learn_retired(from, store, cut);
+        assert!(
+            matches!(&claim, Err(Error::InvalidInput(m)) if m.contains("ignored")),
+            "{from}/{store}/{cut} ({why}): {claim:?}"
+        );
+        assert_eq!(s[0].retired_cut(&west).expect("cut"), None);
+        s[0].upsert_item("db", "c", json!({"id": "still", "pk": "p"}))
+            .expect("west still takes writes");
+    }
+    // Its own peer is believed.
+    assert!(
+        s[0].learn_retired("east", s[1].store_id(), counter)
+            .expect("learn")
+    );
+    assert!(matches!(
+        s[0].upsert_item("db", "c", json!({"id": "after", "pk": "p"})),
         Err(Error::Retired(_))
     ));
 }

@@ -80,6 +80,8 @@ pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: 
     };
     let ours = store.engine_fingerprint();
     let mut verified = false;
+    // The peer's store, as its fingerprint named it.
+    let mut peer_store = 0;
     let mut backoff = BACKOFF_MIN;
     let mut last_error: Option<(String, Instant)> = None;
     let mut rng = jitter_seed(&peer.name);
@@ -87,13 +89,14 @@ pub fn pull_loop(state: &AppState, peer: Peer, tls: ureq::tls::TlsConfig, stop: 
         let asked = Instant::now();
         let pulled = verified;
         let step = if verified {
-            pull_once(state, &peer, &get)
+            pull_once(state, &peer, peer_store, &get)
         } else {
-            check_peer(&peer, &ours, metrics, &get).and_then(|joined| {
+            check_peer(&peer, &ours, metrics, &get).and_then(|(id, joined)| {
                 verified = true;
+                peer_store = id;
                 // A joined store of the peer this region knows by an earlier one: taken in
                 // here too, so a region that only pulls from it does not refuse it for good.
-                if let Some(id) = joined {
+                if joined {
                     store
                         .take_joined_store(&peer.name, id, &Default::default())
                         .map_err(|e| e.to_string())?;
@@ -156,13 +159,14 @@ type Get<'a> = dyn Fn(&str) -> Result<ureq::http::Response<ureq::Body>, ureq::Er
 
 /// Asks the peer who it is: its region must be the one configured, and a different engine
 /// fingerprint is reported (resolver outcomes near the fuel limit could then differ).
-/// Returns the peer's store id when that store joined from a snapshot.
+/// Returns the peer's store id (0 from a peer too old to say) and whether that store joined
+/// from a snapshot.
 fn check_peer(
     peer: &Peer,
     ours: &EngineFingerprint,
     metrics: &Metrics,
     get: &Get<'_>,
-) -> Result<Option<u64>, String> {
+) -> Result<(u64, bool), String> {
     let mut resp = get("/_replication/fingerprint").map_err(|e| e.to_string())?;
     if resp.status() != 200 {
         return Err(format!("fingerprint request answered {}", resp.status()));
@@ -190,14 +194,21 @@ fn check_peer(
         );
     }
     metrics.peer(&peer.name, |p| p.fingerprint_mismatch = mismatch);
-    // A store that joined from a snapshot says so, with its id.
-    Ok(v["store"]
-        .as_u64()
-        .filter(|_| v["joined"].as_bool() == Some(true)))
+    // Its store, and whether that store joined from a snapshot.
+    Ok((
+        v["store"].as_u64().unwrap_or(0),
+        v["joined"].as_bool() == Some(true),
+    ))
 }
 
 /// One pull; `Ok(true)` when the peer has more right away.
-fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, String> {
+/// `peer_store` is the store the peer's fingerprint named.
+fn pull_once(
+    state: &AppState,
+    peer: &Peer,
+    peer_store: u64,
+    get: &Get<'_>,
+) -> Result<bool, String> {
     let (store, metrics) = (&state.store, &state.metrics);
     let cursor = store.cursor(&peer.name).map_err(|e| e.to_string())?;
     let joined = store.joined_store();
@@ -214,23 +225,27 @@ fn pull_once(state: &AppState, peer: &Peer, get: &Get<'_>) -> Result<bool, Strin
     ))
     .map_err(|e| e.to_string())?;
     if resp.status() != 200 {
-        // Told it was retired: this region stops taking writes (they would be refused).
+        // Told it was retired: this region stops taking writes (they would be refused), if
+        // the peer is a store it replicates with (not one of another deployment).
         let cut = resp
             .headers()
             .get(crate::api::RETIRED_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(cut) = cut
-            && store.learn_retired(cut).map_err(|e| e.to_string())?
-        {
-            eprintln!(
-                "[{}] {} says this region was retired (cut {cut}): it takes no more writes",
-                store.region(),
-                peer.name
-            );
-        }
         let text = resp.body_mut().read_to_string().unwrap_or_default();
-        return Err(format!("log request answered {}: {text}", resp.status()));
+        let answered = format!("log request answered {}: {text}", resp.status());
+        return match cut.map(|cut| (cut, store.learn_retired(&peer.name, peer_store, cut))) {
+            Some((cut, Ok(true))) => {
+                eprintln!(
+                    "[{}] {} says this region was retired (cut {cut}): it takes no more writes",
+                    store.region(),
+                    peer.name
+                );
+                Err(answered)
+            }
+            Some((_, Err(why))) => Err(format!("{answered}; {why}")),
+            _ => Err(answered),
+        };
     }
     let bytes = resp
         .body_mut()

@@ -62,19 +62,38 @@ impl Store {
         })
     }
 
-    /// This region learned from a peer that it was retired with `cut` (a peer refuses its
-    /// pulls saying so): from now on it takes no writes ([`crate::Error::Retired`]); reads
-    /// are served as before. Persisted. Says whether it is news.
-    pub fn learn_retired(&self, cut: u64) -> Result<bool> {
-        if self
-            .stability_view()?
-            .retired_self()
-            .is_some_and(|c| c >= cut)
-        {
-            return Ok(false);
-        }
+    /// This region learned from the peer `from`, running store `from_store` (what its
+    /// fingerprint says), that it was retired with `cut` (the peer refuses its pulls saying
+    /// so): from now on it takes no writes ([`crate::Error::Retired`]); reads are served as
+    /// before. Persisted. Says whether it is news.
+    ///
+    /// The claim is believed only from a store this region has replicated with, for a cut it
+    /// can have issued: a `--peer` pointing by mistake at another deployment, where a region
+    /// of this name was retired, must not silence a live region. Such a claim is an error
+    /// saying why, and changes nothing.
+    pub fn learn_retired(&self, from: &str, from_store: u64, cut: u64) -> Result<bool> {
+        let from = RegionId::new(from)?;
         let me = self.region.clone();
         self.write_tx(self.commit_sync(), |tx| {
+            let known = tx.stability().store_of(&from);
+            if known == 0 || known != from_store {
+                return Err(Error::invalid(format!(
+                    "region {from} (store {from_store}) says region {me} was retired, but this \
+                     region has not replicated with that store (it knows {}): the claim is \
+                     ignored; check that --peer points into this deployment",
+                    match known {
+                        0 => format!("no store of {from}"),
+                        k => format!("store {k}"),
+                    }
+                )));
+            }
+            if cut > tx.counter() {
+                return Err(Error::invalid(format!(
+                    "region {from} says region {me} was retired at counter {cut}, above the {} \
+                     it issued: the claim is ignored",
+                    tx.counter()
+                )));
+            }
             let news = tx.stability().retired_self().is_none_or(|c| c < cut);
             if news {
                 tx.stability_mut().retire(&me, cut);

@@ -456,6 +456,11 @@ impl Stability {
         self.dirty.insert(region.clone());
     }
 
+    /// The store of `region` this region replicates with (0: none recorded).
+    pub(crate) fn store_of(&self, region: &RegionId) -> u64 {
+        self.members.get(region).map_or(0, |m| m.store)
+    }
+
     /// Whether `store` is a later store of `region` than the one recorded here.
     pub(crate) fn is_later_store(&self, region: &RegionId, store: u64) -> bool {
         self.members
